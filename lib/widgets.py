@@ -1,0 +1,94 @@
+"""Interactive figures that work in Jupyter *and* on the static website.
+
+:func:`frame_slider` renders a figure for each value of one parameter and returns an HTML
+block with a range slider that swaps the pre-rendered images with a few lines of inline
+JavaScript: it needs no kernel and no internet, so it works on the built website, and in
+Jupyter too. :func:`live_slider` is the ``ipywidgets`` version that redraws for any value;
+:func:`explore` shows the frame slider everywhere and adds the live slider only in a live
+Jupyter session (not while the book is being built, when ``BOOK_BUILD`` is set).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import uuid
+from typing import Callable, Sequence
+
+import matplotlib.pyplot as plt
+
+DrawFn = Callable[[float], "plt.Figure"]
+
+
+def _figure_png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def frame_slider_html(draw: DrawFn, values: Sequence[float], label: str, initial: int | None = None,
+                      fmt: str = "{:.3g}") -> str:
+    """HTML of a slider over pre-rendered frames ``draw(v)`` for ``v`` in ``values``."""
+    if len(values) == 0:
+        raise ValueError("frame_slider needs at least one value")
+    frames = [_figure_png(draw(v)) for v in values]
+    initial = len(values) // 2 if initial is None else initial
+    uid = "fs" + uuid.uuid4().hex[:8]
+    labels = [fmt.format(v) for v in values]
+    imgs = "".join(
+        f'<img class="{uid}-f" src="data:image/png;base64,{f}" alt="{html.escape(label)} = {labels[i]}" '
+        f'style="display:{"block" if i == initial else "none"};max-width:100%">'
+        for i, f in enumerate(frames))
+    return (
+        f'<div class="frame-slider" id="{uid}">'
+        f'<label>{html.escape(label)} = <span id="{uid}-v">{labels[initial]}</span> '
+        f'<input type="range" min="0" max="{len(values) - 1}" value="{initial}" step="1" '
+        f'oninput="(function(i){{var fs=document.querySelectorAll(\'.{uid}-f\');'
+        f'for(var k=0;k<fs.length;k++)fs[k].style.display=(k==i)?\'block\':\'none\';'
+        f'document.getElementById(\'{uid}-v\').textContent={labels!r}[i];}})(this.value)"></label>'
+        f'{imgs}</div>')
+
+
+def frame_slider(draw: DrawFn, values: Sequence[float], label: str, **kw):
+    """Display a :func:`frame_slider_html` block (an ``IPython.display.HTML`` object)."""
+    from IPython.display import HTML
+
+    return HTML(frame_slider_html(draw, values, label, **kw))
+
+
+def live_slider(draw: DrawFn, low: float, high: float, step: float, value: float, label: str):
+    """An ``ipywidgets`` slider redrawing ``draw(v)`` for any ``v`` in ``[low, high]`` (needs a kernel)."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    out = w.Output()
+    slider = w.FloatSlider(value=value, min=low, max=high, step=step, description=label,
+                           continuous_update=False, readout_format=".3g")
+
+    def redraw(change=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            fig = draw(slider.value)
+            display(fig)
+            plt.close(fig)
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return w.VBox([slider, out])
+
+
+def building_book() -> bool:
+    """True while the website is being built (the Makefile sets ``BOOK_BUILD=1``)."""
+    return os.environ.get("BOOK_BUILD", "") not in ("", "0")
+
+
+def explore(draw: DrawFn, values: Sequence[float], label: str, live_range: tuple[float, float, float] | None = None):
+    """Frame slider everywhere, plus a live ``ipywidgets`` slider in an interactive session."""
+    from IPython.display import display
+
+    display(frame_slider(draw, values, label))
+    if live_range is not None and not building_book():
+        low, high, step = live_range
+        display(live_slider(draw, low, high, step, float(values[len(values) // 2]), label))
