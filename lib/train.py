@@ -29,7 +29,6 @@ from .losses import LOSSES, accuracy, loss_value, make_objective, prepare_target
 from .models import FlatModel, ModelSpec, build_model
 from .optim import OPTIMIZERS, build_optimizer
 
-Callback = Callable[[int, torch.Tensor, "History"], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +139,20 @@ class History:
 
 
 @dataclasses.dataclass
+class StepContext:
+    """What a callback sees each step (before the update): the iterate, the log, the optimiser."""
+
+    step: int
+    theta: torch.Tensor  # detached current parameters
+    history: "History"
+    optimizer: torch.optim.Optimizer
+    problem: "Problem"
+
+
+Callback = Callable[[StepContext], None]
+
+
+@dataclasses.dataclass
 class Problem:
     """A dataset, a model and the training objective built from a :class:`TrainConfig`."""
 
@@ -183,7 +196,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
           checkpoint_every: int = 0, keep_theta: bool = False, problem: Problem | None = None,
           progress: Callable[[int, int], None] | None = None) -> History:
-    """Run ``cfg``; see the module docstring. ``callbacks`` run every step after logging.
+    """Run ``cfg``; see the module docstring. ``callbacks(ctx: StepContext)`` run every step after
+    logging and before the update (``ctx.history.log(name, value)`` records custom series).
 
     With ``checkpoint_path`` and ``checkpoint_every > 0`` the run saves its state atomically and
     resumes from an existing checkpoint whose config hash matches (a mismatching one is refused).
@@ -256,8 +270,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
         hist.step.append(step)
         hist.train_loss.append(train_loss)
         hist.train_acc.append(accuracy(out.detach(), prob.data.y_train, nc))
-        for cb in callbacks:
-            cb(step, theta.detach(), hist)
+        if callbacks:
+            ctx = StepContext(step, theta.detach(), hist, opt, prob)
+            for cb in callbacks:
+                cb(ctx)
         if not math.isfinite(train_loss) or train_loss > cfg.divergence_loss or not bool(torch.isfinite(theta).all()):
             hist.diverged, hist.diverged_step = True, step
             break

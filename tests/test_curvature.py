@@ -1,0 +1,132 @@
+import math
+
+import pytest
+import torch
+
+from instabilities import curvature, losses, models, train
+from instabilities.config import ConfigError
+
+
+def small_problem(seed=0, n=64, widths=(12, 12)):
+    torch.manual_seed(seed)
+    x = torch.randn(n, 6, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.randint(0, 3, (n,)), 3).double()
+    m = models.build_model(models.ModelSpec(widths=widths), (6,), 3, seed=seed).double()
+    fm = models.FlatModel(m)
+    return losses.make_objective(fm, x, y, "mse"), fm.theta0
+
+
+@pytest.mark.parametrize("method", ["forward", "reverse"])
+def test_hvp_matches_dense(method):
+    obj, theta = small_problem()
+    op = curvature.HessianOperator(obj, theta, method)
+    H = op.dense()
+    torch.testing.assert_close(H, H.T, atol=1e-10, rtol=0)
+    V = torch.randn(theta.numel(), 3, dtype=torch.float64)
+    torch.testing.assert_close(op.matvec(V[:, 0]), H @ V[:, 0], atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(op.matmat(V), H @ V, atol=1e-9, rtol=1e-7)
+    assert op.n_matvec == 4
+    torch.testing.assert_close(curvature.hvp(obj, theta, V[:, 1]), H @ V[:, 1], atol=1e-9, rtol=1e-7)
+
+
+def test_lanczos_matches_dense_top_k():
+    obj, theta = small_problem(1)
+    dense = torch.linalg.eigvalsh(curvature.dense_hessian(obj, theta)).flip(0)
+    res = curvature.top_eigenpairs(obj, theta, k=4, tol=1e-8, max_iter=300)
+    torch.testing.assert_close(res.values, dense[:4], rtol=1e-7, atol=1e-9)
+    assert res.converged and float(res.relative_residuals.max()) < 1e-5
+    # eigenvectors are orthonormal
+    G = res.vectors.T @ res.vectors
+    torch.testing.assert_close(G, torch.eye(4, dtype=G.dtype), atol=1e-6, rtol=0)
+
+
+class MatrixOperator(curvature.HessianOperator):
+    """A HessianOperator for an explicit symmetric matrix (to build hard spectra)."""
+
+    def __init__(self, A):
+        super().__init__(lambda t: 0.5 * t @ A @ t, torch.zeros(A.shape[0], dtype=A.dtype))
+        self.A = A
+
+    def matvec(self, v):
+        self.n_matvec += 1
+        return self.A @ v.to(self.A.dtype)
+
+    def matmat(self, V):
+        self.n_matvec += V.shape[1]
+        return self.A @ V.to(self.A.dtype)
+
+
+def clustered_matrix(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    vals = torch.cat([torch.tensor([5.25, 5.22, 5.19, 5.10], dtype=torch.float64),
+                      torch.rand(n - 4, generator=g, dtype=torch.float64) * 3.0 - 0.2])
+    return (Q * vals) @ Q.T, vals.sort(descending=True).values
+
+
+def test_clustered_top_eigenvalues_lanczos_vs_power():
+    A, vals = clustered_matrix()
+    lz = curvature.lanczos(MatrixOperator(A), k=3, tol=1e-8, max_iter=200)
+    torch.testing.assert_close(lz.values, vals[:3], rtol=1e-8, atol=0)
+    assert float(lz.residuals.max()) < 1e-6
+    # power iteration with a loose relative-change stop under-reports the cluster ...
+    pw = curvature.power_iteration(MatrixOperator(A), k=3, tol=1e-3, max_iter=100)
+    assert float(pw.values[0]) <= float(vals[0]) + 1e-9
+    assert float((vals[:3] - pw.values).abs().max()) > 1e-3
+    # ... and its residuals reveal it
+    assert float(pw.residuals.max()) > 100 * float(lz.residuals.max())
+
+
+def test_tiny_krylov_space_is_wrong_but_flagged():
+    A, vals = clustered_matrix(seed=2)
+    res = curvature.lanczos(MatrixOperator(A), k=2, max_iter=4, tol=1e-8, min_iter=4)
+    assert not res.converged
+    assert float(res.residuals.max()) > 1e-2
+
+
+def test_warm_start_saves_matvecs():
+    A, vals = clustered_matrix(seed=3)
+    cold = curvature.lanczos(MatrixOperator(A), k=2, tol=1e-6, max_iter=300)
+    E = torch.randn(A.shape[0], A.shape[0], dtype=torch.float64) * 1e-4
+    A2 = A + (E + E.T) / 2  # a slightly moved Hessian, as after one GD step
+    warm = curvature.lanczos(MatrixOperator(A2), k=2, tol=1e-6, max_iter=300, v0=cold.vectors)
+    cold2 = curvature.lanczos(MatrixOperator(A2), k=2, tol=1e-6, max_iter=300, seed=5)
+    assert warm.converged and cold2.converged
+    torch.testing.assert_close(warm.values, cold2.values, rtol=1e-5, atol=0)
+    assert warm.n_matvec < cold2.n_matvec
+
+
+def test_network_at_edge_of_stability_matches_dense():
+    cfg = train.TrainConfig(dataset="digits", n_train=200, n_test=50, model=models.ModelSpec(widths=(16, 16)),
+                            lr=0.5, steps=300, dtype="float64")
+    prob = train.build_problem(cfg)
+    hist = train.train(cfg, problem=prob, keep_theta=True)
+    theta = torch.as_tensor(hist.theta_final)
+    dense = torch.linalg.eigvalsh(curvature.dense_hessian(prob.objective, theta)).flip(0)
+    res = curvature.top_eigenpairs(prob.objective, theta, k=3, tol=1e-9, max_iter=400)
+    torch.testing.assert_close(res.values, dense[:3], rtol=1e-6, atol=1e-9)
+    assert float(dense[0]) > 0.8 * 2 / cfg.lr  # the run did reach the edge of stability
+
+
+def test_similarity_and_angle():
+    U = torch.linalg.qr(torch.randn(50, 3, dtype=torch.float64))[0]
+    R = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    assert curvature.subspace_similarity(U, U @ R) == pytest.approx(1.0, abs=1e-7)  # rotation inside
+    assert curvature.subspace_similarity(U, -U) == pytest.approx(1.0, abs=1e-7)
+    W = torch.linalg.qr(torch.cat([U, torch.randn(50, 3, dtype=torch.float64)], 1))[0][:, 3:]
+    assert curvature.subspace_similarity(U, W) == pytest.approx(0.0, abs=1e-7)
+    e1, e2 = torch.eye(2, dtype=torch.float64)
+    assert curvature.vector_angle(e1, -e1) == pytest.approx(0.0, abs=1e-6)
+    assert curvature.vector_angle(e1, e1 + e2) == pytest.approx(45.0)
+    with pytest.raises(ConfigError):
+        curvature.subspace_similarity(U, U[:, :2])
+
+
+def test_errors():
+    obj, theta = small_problem()
+    with pytest.raises(ConfigError):
+        curvature.HessianOperator(obj, theta, "magic")
+    with pytest.raises(ConfigError):
+        curvature.top_eigenpairs(obj, theta, method="arnoldi")
+    with pytest.raises(ConfigError):
+        curvature.lanczos(curvature.HessianOperator(obj, theta), k=0)
