@@ -3,18 +3,23 @@
 * ``list``                          experiments with their chapter and description;
 * ``status [--scale full]``         stored results: current, STALE (config changed) or missing;
 * ``run NAME [--scale S] [--device D] [--force]``   run one experiment and store it with provenance;
-* ``reproduce [--scale full] [--device cuda] [--only A,B]``   every experiment in turn, skipping
-  current results (so an interrupted reproduction resumes where it stopped), with a progress bar
-  and a timing table written to ``results/<scale>/TIMINGS.md``.
+* ``reproduce [--scale full] [--device cuda] [--only A,B] [--dry-run]``   every experiment in turn,
+  skipping current results (so an interrupted reproduction resumes where it stopped; experiments
+  registered as resumable also continue from their own checkpoints), with a progress bar and a
+  timing table written to ``results/<scale>/TIMINGS.md``. An experiment whose data is missing
+  (CIFAR-10 is never downloaded) or that fails is skipped with a message; the others still run,
+  and the command exits with status 1 at the end. ``--dry-run`` only prints the plan.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+import traceback
 
 from . import experiments
-from .results import results_dir
+from .config import ConfigError
+from .results import device_description, git_commit, results_dir
 
 
 def _bar(prefix: str):
@@ -43,13 +48,74 @@ def _default_device(name: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _write_timings(scale: str, device: str, rows: list[tuple[str, str, float]], total: float) -> str:
+    out = results_dir(scale) / "TIMINGS.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Timings of `python -m instabilities reproduce --scale {scale}`", "",
+             f"Device: {device_description(device)}; commit {git_commit()[:12]}; "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
+             "Seconds of a skipped (already current) result are those recorded in its provenance.", "",
+             "| experiment | status | seconds |", "|---|---|---|"]
+    lines += [f"| {n} | {s} | {d:.1f} |" for n, s, d in rows]
+    lines += ["", f"Total wall time of this invocation: {total:.1f} s"]
+    out.write_text("\n".join(lines) + "\n")
+    return str(out)
+
+
+def _reproduce(todo: list[str], scale: str, device: str, force: bool, write_timings: bool) -> int:
+    rows: list[tuple[str, str, float]] = []
+    failures: list[str] = []
+    t_all = time.perf_counter()
+    try:
+        for i, name in enumerate(todo, 1):
+            tag = f"[{i}/{len(todo)}] {name}"
+            cfg = experiments.config(name, scale)
+            missing = experiments.missing_data(cfg)
+            if missing:
+                msg = "; ".join(missing)
+                print(f"{tag}: SKIPPED, data missing: {msg}")
+                rows.append((name, "skipped: data missing", 0.0))
+                failures.append(name)
+                continue
+            t0 = time.perf_counter()
+            try:
+                res, computed = experiments.run_and_store(name, scale, device, _bar(tag), force=force)
+            except FileNotFoundError as err:  # a loader found no local copy of its data
+                print(f"{tag}: SKIPPED, data missing: {err}")
+                rows.append((name, "skipped: data missing", 0.0))
+                failures.append(name)
+                continue
+            except Exception as err:  # noqa: BLE001 - report and go on with the other experiments
+                traceback.print_exc()
+                print(f"{tag}: FAILED after {time.perf_counter() - t0:.1f} s: {type(err).__name__}: {err}")
+                rows.append((name, f"failed: {type(err).__name__}", time.perf_counter() - t0))
+                failures.append(name)
+                continue
+            dt = time.perf_counter() - t0
+            if computed:
+                experiments.clear_checkpoints(name, scale)
+                rows.append((name, "computed", dt))
+            else:
+                rows.append((name, "current, skipped", float(res.provenance.get("wall_seconds") or 0.0)))
+            print(f"{tag}: {'computed' if computed else 'already current'} in {dt:.1f} s -> {res.path}")
+    finally:
+        if write_timings and rows:
+            total = time.perf_counter() - t_all
+            out = _write_timings(scale, device, rows, total)
+            print(f"total {total:.1f} s; timings in {out}")
+    if failures:
+        print(f"{len(failures)} experiment(s) not reproduced: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m instabilities", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list")
     st = sub.add_parser("status")
-    st.add_argument("--scale", default="full")
+    st.add_argument("--scale", default="full", choices=["ci", "full"])
     r = sub.add_parser("run")
     r.add_argument("name")
     for p in (r, rp := sub.add_parser("reproduce")):
@@ -57,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
         p.add_argument("--force", action="store_true", help="recompute even if a current result exists")
     rp.add_argument("--only", default="", help="comma-separated experiment names")
+    rp.add_argument("--dry-run", action="store_true", help="print what would run and exit")
     args = parser.parse_args(argv)
 
     if args.cmd == "list":
@@ -69,26 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             s = experiments.stored(name, args.scale)
             print(f"{name:28s} {s.status:8s} {s.provenance.get('created', '')} {s.provenance.get('device', '')}")
         return 0
+    todo = [args.name] if args.cmd == "run" else ([n for n in args.only.split(",") if n] or experiments.names())
+    try:
+        for name in todo:
+            experiments.get(name)  # unknown names fail early, listing the known ones
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.cmd == "reproduce" and args.dry_run:
+        rows = experiments.plan(args.scale, todo, args.force)
+        for row in rows:
+            print(f"{row['action']:4s}  {row['name']:28s} {row['status']:8s} {row['reason']}")
+        n_run = sum(r["action"] == "run" for r in rows)
+        print(f"{n_run} of {len(rows)} experiment(s) would run (scale {args.scale}).")
+        return 0
     device = _default_device(args.device)
-    todo = [args.name] if args.cmd == "run" else (
-        [n for n in args.only.split(",") if n] or experiments.names())
-    rows = []
-    t_all = time.perf_counter()
-    for i, name in enumerate(todo, 1):
-        t0 = time.perf_counter()
-        res, computed = experiments.run_and_store(name, args.scale, device, _bar(f"[{i}/{len(todo)}] {name}"),
-                                                  force=args.force)
-        dt = time.perf_counter() - t0
-        rows.append((name, "computed" if computed else "current, skipped", dt))
-        print(f"[{i}/{len(todo)}] {name}: {'computed' if computed else 'already current'} in {dt:.1f} s -> {res.path}")
-    if args.cmd == "reproduce":
-        total = time.perf_counter() - t_all
-        out = results_dir(args.scale) / "TIMINGS.md"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"# Timings of `python -m instabilities reproduce --scale {args.scale}` on {device}", "",
-                 "| experiment | status | seconds |", "|---|---|---|"]
-        lines += [f"| {n} | {s} | {d:.1f} |" for n, s, d in rows]
-        lines += ["", f"Total: {total:.1f} s"]
-        out.write_text("\n".join(lines) + "\n")
-        print(f"total {total:.1f} s; timings in {out}")
-    return 0
+    return _reproduce(todo, args.scale, device, args.force, write_timings=args.cmd == "reproduce")

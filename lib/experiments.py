@@ -19,6 +19,7 @@ import dataclasses
 import importlib
 import importlib.util
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -118,3 +119,99 @@ def run_and_store(name: str, scale: str = "full", device: str = "cpu", progress:
                       extra={"experiment": name, "scale": scale})
     save_result(results_dir(scale) / f"{name}.npz", arrays, prov)
     return load_stored(name, cfg, scale), True
+
+
+# -- reproduction helpers (used by ``python -m instabilities reproduce``) ----------------------
+LOCAL_DATASETS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
+                  "fashion_mnist": ("fashion-mnist", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])}
+
+
+def _datasets_in(value: Any) -> set[str]:
+    """Every ``dataset`` field found anywhere in a (nested) config dictionary."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in ("dataset", "datasets") and isinstance(v, (str, list)):
+                found.update([v] if isinstance(v, str) else [x for x in v if isinstance(x, str)])
+            else:
+                found |= _datasets_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _datasets_in(v)
+    return found
+
+
+def missing_data(cfg: Config) -> list[str]:
+    """Messages for datasets ``cfg`` needs that are not present locally (empty when all are there).
+
+    CIFAR-10 and Fashion-MNIST are never downloaded: they must sit under ``data.data_root()``.
+    """
+    from .data import data_root
+
+    root = data_root()
+    out = []
+    for name in sorted(_datasets_in(cfg.to_dict())):
+        if name not in LOCAL_DATASETS:
+            continue
+        folder, files = LOCAL_DATASETS[name]
+        have = [(root / folder / f).exists() or (root / folder / (f + ".gz")).exists() for f in files]
+        if not all(have):
+            out.append(f"{name} not found under {root / folder} (needs {', '.join(files)}); put a local copy "
+                       f"there or set INSTABILITIES_DATA to the folder that contains {folder}/")
+    return out
+
+
+def checkpoint_dir(name: str, scale: str = "full") -> Path:
+    """Folder for the checkpoints of a long experiment (deleted once its result is stored).
+
+    ``$INSTABILITIES_RESULTS/checkpoints/<scale>/<name>`` when that variable is set, else
+    ``<repo>/checkpoints/<scale>/<name>`` (ignored by git).
+    """
+    import os
+
+    from .results import REPO_ROOT
+
+    root = os.environ.get("INSTABILITIES_RESULTS")
+    base = Path(root) / "checkpoints" if root else REPO_ROOT / "checkpoints"
+    return base / scale / name
+
+
+def checkpoint_path(name: str, cfg: Config, part: str = "run") -> Path:
+    """Checkpoint file for one part of experiment ``name`` run with ``cfg`` (tied to its config hash).
+
+    A resumable experiment passes it to ``train.train(..., checkpoint_path=..., checkpoint_every=...)``
+    (one ``part`` per training run) and registers with ``resumable=True``; an interrupted
+    ``reproduce`` then continues inside the experiment instead of starting it again.
+    """
+    return checkpoint_dir(name, cfg.scale) / f"{part}-{cfg.config_hash()}.pt"
+
+
+def clear_checkpoints(name: str, scale: str = "full") -> None:
+    """Remove the checkpoints of ``name`` (after its result has been stored)."""
+    import shutil
+
+    shutil.rmtree(checkpoint_dir(name, scale), ignore_errors=True)
+
+
+def plan(scale: str = "full", only: list[str] | None = None, force: bool = False) -> list[dict[str, Any]]:
+    """What ``reproduce`` would do: one row per experiment with ``action`` run / skip and the reason."""
+    rows = []
+    for name in (only or names()):
+        cfg = config(name, scale)
+        st = load_stored(name, cfg, scale)
+        missing = missing_data(cfg)
+        has_ckpt = checkpoint_dir(name, scale).exists() and any(checkpoint_dir(name, scale).iterdir())
+        if missing:
+            action, why = "skip", "data missing: " + "; ".join(missing)
+        elif st.available and not force:
+            action, why = "skip", "stored result is current"
+        else:
+            action = "run"
+            why = {"missing": "no stored result", "stale": "stored result is STALE (config changed)",
+                   "current": "forced"}[st.status]
+            if has_ckpt and get(name).resumable:
+                why += "; resumes from checkpoint"
+        rows.append({"name": name, "status": st.status, "action": action, "reason": why,
+                     "resumable": get(name).resumable, "config_hash": cfg.config_hash()})
+    return rows

@@ -95,7 +95,7 @@ class TrainConfig(Config):
 
 @dataclasses.dataclass
 class History:
-    """Everything a run logged; ``as_arrays()`` gives a flat dict for :func:`results.save_result`."""
+    """Everything a run logged; ``as_arrays()`` gives a flat dict for :func:`~instabilities.results.save_result`."""
 
     step: list[int] = dataclasses.field(default_factory=list)
     train_loss: list[float] = dataclasses.field(default_factory=list)

@@ -1,0 +1,197 @@
+"""Experiments of the label-noise chapters: the solvable chain, the anisotropy sweep, other architectures,
+and the small-/large-step reconciliation. Each has a ``ci`` (CPU) and a ``full`` (GPU-sized) config."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import torch
+
+from . import experiments
+from . import label_noise as ln
+from . import sequence_models as sm
+from .config import (Config, ConfigError, require_positive, require_positive_int)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainConfig(Config):
+    """SGD with fresh label noise on the width-one chain ``f(x) = u w_{D-1}...w_1 x``.
+
+    Replicas run for every (ratio, eta, initial balance) triple; ``init_hidden_sq`` holds values of
+    ``t = w^2`` on the manifold of minima (each is a minimum with a different sharpness).
+    """
+
+    depth: int = 2
+    teacher: tuple[float, ...] = (1.0, 0.0)
+    noise_trace: float = 2.0
+    ratios: tuple[float, ...] = (4.0,)
+    etas: tuple[float, ...] = (0.04, 0.08)
+    init_hidden_sq: tuple[float, ...] = (0.1, 1.0, 4.0)
+    replicas: int = 8
+    batch_size: int = 1
+    steps: int = 6000
+    record_every: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive_int("replicas", self.replicas)
+        require_positive_int("steps", self.steps)
+        require_positive_int("record_every", self.record_every)
+        require_positive_int("batch_size", self.batch_size)
+        require_positive("noise_trace", self.noise_trace)
+        if not (isinstance(self.depth, int) and self.depth >= 2):
+            raise ConfigError(f"depth={self.depth!r}: use a chain with at least 2 layers.")
+        if len(self.teacher) < 2:
+            raise ConfigError("teacher needs >= 2 outputs (anisotropy is a property of the output space).")
+        for name, vals in (("ratios", self.ratios), ("etas", self.etas), ("init_hidden_sq", self.init_hidden_sq)):
+            if len(vals) == 0 or any(not (v > 0) for v in vals):
+                raise ConfigError(f"{name}={vals!r} must be a non-empty tuple of positive numbers.")
+
+
+def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Arrays indexed ``[record, ratio, eta, init, replica]`` plus the closed-form predictions per ratio."""
+    d = len(cfg.teacher)
+    a = torch.tensor(cfg.teacher, dtype=torch.float64)
+    covs, thetas, lrs = [], [], []
+    for r in cfg.ratios:
+        cov = ln.noise_covariance(r, cfg.noise_trace, d)
+        for eta in cfg.etas:
+            for t0 in cfg.init_hidden_sq:
+                net, th = ln.chain_point(t0, cfg.teacher, cfg.depth)
+                for _ in range(cfg.replicas):
+                    covs.append(cov)
+                    thetas.append(th)
+                    lrs.append(eta)
+    out = ln.label_noise_sgd(net, torch.stack(thetas), a.reshape(d, 1), torch.eye(1, dtype=torch.float64),
+                             torch.stack(covs), lrs, cfg.steps, cfg.batch_size, cfg.record_every, cfg.seed)
+    shape = (len(out["steps"]), len(cfg.ratios), len(cfg.etas), len(cfg.init_hidden_sq), cfg.replicas)
+    res = {k: out[k].reshape(shape) for k in ("sharpness", "trace_hessian", "trace_fluctuation", "excess_loss",
+                                              "flow_sharpness", "flow_trace_hessian", "flow_trace_fluctuation")}
+    preds = [ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth)
+             for r in cfg.ratios]
+    res.update(steps=out["steps"], ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
+               init_hidden_sq=np.asarray(cfg.init_hidden_sq),
+               init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
+                                                   ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth)["sharpness"],
+               diverged=out["diverged"].reshape(shape[1:]),
+               predicted_sharpness=np.array([p["sharpness"] for p in preds]),
+               predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
+               predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
+               predicted_q=np.array([p["q"] for p in preds]))
+    return res
+
+
+def stationary_mean(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float = 0.5) -> np.ndarray:
+    """Mean over the last ``1 - burn_in`` of the records and over the replicas that never diverged:
+    ``[ratio, eta, init]`` (NaN where every replica diverged)."""
+    x = np.where(np.asarray(res["diverged"], dtype=bool)[None], np.nan, res[key])
+    start = int(burn_in * x.shape[0])
+    with warnings.catch_warnings():  # all-diverged cells give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x[start:], axis=(0, 4))
+
+
+def extrapolated(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float = 0.5) -> np.ndarray:
+    """Richardson extrapolation ``eta -> 0`` of the stationary mean (pooled over inits), one per ratio."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmean(stationary_mean(res, key, burn_in), axis=2)
+    return np.array([ln.extrapolate_to_zero(res["etas"], row) for row in m])
+
+
+experiments.register(
+    "label_noise_chain", chapter="label_noise_model",
+    description="SGD with label noise on the width-one chain: convergence of the sharpness from different minima.",
+    configs={"ci": ChainConfig(scale="ci"),
+             "full": ChainConfig(scale="full", ratios=(4.0, 16.0), etas=(0.01, 0.02, 0.04),
+                                 init_hidden_sq=(0.05, 0.1, 0.3, 1.0, 4.0), replicas=64, steps=200000,
+                                 record_every=1000)},
+    run=run_chain)
+
+experiments.register(
+    "label_noise_sweep", chapter="label_noise_model",
+    description="Converged sharpness of the chain vs label-noise anisotropy r (fixed trace), SGD vs closed form.",
+    configs={"ci": ChainConfig(scale="ci", ratios=(0.25, 1.0, 4.0, 16.0), etas=(0.04, 0.08),
+                               init_hidden_sq=(0.1, 1.0), replicas=4, steps=6000, record_every=200),
+             "full": ChainConfig(scale="full", ratios=(0.1, 0.25, 1.0, 2.0, 4.0, 10.0, 30.0, 100.0),
+                                 etas=(0.005, 0.01, 0.02), init_hidden_sq=(0.1, 1.0), replicas=32, steps=400000,
+                                 record_every=2000)},
+    run=run_chain)
+
+experiments.register(
+    "label_noise_reconcile", chapter="reconciling",
+    description="Chain with strongly anisotropic label noise at small and large step sizes: sharpness and tr C.",
+    configs={"ci": ChainConfig(scale="ci", ratios=(100.0,), etas=(0.03, 0.06, 0.1, 0.15, 0.2),
+                               init_hidden_sq=(1.0, 0.0995), replicas=4, steps=12000, record_every=200),
+             "full": ChainConfig(scale="full", ratios=(1.0, 100.0),
+                                 etas=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2),
+                                 init_hidden_sq=(1.0, 0.0995), replicas=32, steps=200000, record_every=1000)},
+    run=run_chain)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig(Config):
+    """Online SGD with label noise ``Sigma_eps = noise_covariance(r, noise_trace)`` on MLP / RNN / transformer."""
+
+    archs: tuple[str, ...] = ("mlp", "rnn", "transformer")
+    ratios: tuple[float, ...] = (1.0, 100.0)
+    seeds: tuple[int, ...] = (0, 1)
+    noise_trace: float = 2.0
+    lr: float = 0.18
+    steps: int = 400
+    batch_size: int = 4
+    width: int = 12
+    seq_len: int = 6
+    d_in: int = 3
+    teacher_scales: tuple[float, ...] = (1.0, 0.25)
+    n_eval: int = 256
+    final_window: int = 2
+    snapshot_every: int = 100
+
+    def validate(self) -> None:
+        super().validate()
+        for a in self.archs:
+            if a not in sm.ARCHS:
+                raise ConfigError(f"arch {a!r} unknown; choose from {sm.ARCHS}.")
+        for v in self.ratios:
+            require_positive("ratio", v)
+        require_positive("lr", self.lr)
+        require_positive("noise_trace", self.noise_trace)
+        for n in ("steps", "batch_size", "width", "seq_len", "d_in", "n_eval", "final_window", "snapshot_every"):
+            require_positive_int(n, getattr(self, n))
+        if len(self.seeds) == 0:
+            raise ConfigError("seeds must list at least one seed.")
+
+
+def run_architectures(cfg: ArchConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Final sharpness ``[arch, ratio, seed]`` (NaN where a run diverged) and clean-loss curves."""
+    d_out = len(cfg.teacher_scales)
+    covs = torch.stack([ln.noise_covariance(r, cfg.noise_trace, d_out) for r in cfg.ratios for _ in cfg.seeds])
+    seeds = [s for _ in cfg.ratios for s in cfg.seeds]
+    sharp, loss, div, nparams = [], [], [], []
+    for i, arch in enumerate(cfg.archs):
+        out = sm.train_sequence_label_noise(arch, covs, seeds, cfg.lr, cfg.steps, cfg.batch_size, cfg.d_in,
+                                            cfg.seq_len, cfg.width, cfg.teacher_scales, cfg.n_eval,
+                                            cfg.final_window, cfg.snapshot_every, device=device)
+        shape = (len(cfg.ratios), len(cfg.seeds))
+        sharp.append(out["final_sharpness"].reshape(shape))
+        loss.append(out["clean_loss"].reshape(-1, *shape))
+        div.append(out["diverged"].reshape(shape))
+        nparams.append(int(out["n_params"]))
+        if progress:
+            progress(i + 1, len(cfg.archs))
+    return {"final_sharpness": np.stack(sharp), "clean_loss": np.stack(loss), "diverged": np.stack(div),
+            "steps": out["steps"], "ratios": np.asarray(cfg.ratios), "n_params": np.asarray(nparams),
+            "archs": np.asarray(cfg.archs)}
+
+
+experiments.register(
+    "label_noise_architectures", chapter="label_noise_architectures",
+    description="Final sharpness vs label-noise anisotropy for an MLP, an Elman RNN and a 1-layer transformer.",
+    configs={"ci": ArchConfig(scale="ci"),
+             "full": ArchConfig(scale="full", ratios=(1.0, 3.0, 10.0, 30.0, 100.0), seeds=tuple(range(8)),
+                                lr=0.05, steps=40000, batch_size=8, width=64, n_eval=2048, final_window=4,
+                                snapshot_every=1000)},
+    run=run_architectures)

@@ -1,0 +1,125 @@
+"""The reproduction command on a tiny registered dummy experiment in a temporary results folder."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from instabilities import cli, experiments
+from instabilities.config import Config, ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class DummyConfig(Config):
+    n: int = 5
+    dataset: str = "teacher"
+
+
+CALLS: list[str] = []
+
+
+def _run_dummy(cfg: DummyConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    CALLS.append(cfg.config_hash())
+    for i in range(cfg.n):
+        if progress:
+            progress(i + 1, cfg.n)
+    return {"values": np.arange(cfg.n, dtype=float)}
+
+
+def _run_resumable(cfg: DummyConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Counts to ``n`` with a checkpoint after every item; fails once after 3 items (an interruption)."""
+    ckpt = experiments.checkpoint_path("resumable", cfg)
+    done = json.loads(ckpt.read_text())["done"] if ckpt.exists() else []
+    CALLS.append(f"start@{len(done)}")
+    for i in range(len(done), cfg.n):
+        if i == 3 and "interrupted" not in CALLS:
+            CALLS.append("interrupted")
+            raise RuntimeError("simulated interruption")
+        done.append(i * i)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text(json.dumps({"done": done}))
+    return {"values": np.asarray(done, dtype=float)}
+
+
+@pytest.fixture
+def registry(monkeypatch, tmp_path):
+    """A registry holding only the dummy experiments, and an empty results folder."""
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("INSTABILITIES_DATA", str(tmp_path / "no_data"))
+    monkeypatch.setattr(experiments, "_REGISTRY", {})
+    monkeypatch.setattr(experiments, "_loaded", True)
+    CALLS.clear()
+    experiments.register("dummy", chapter="full_scale", description="counts",
+                         configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=6)},
+                         run=_run_dummy)
+    return tmp_path / "results"
+
+
+def test_run_status_stale_and_resume(registry, capsys):
+    assert cli.main(["reproduce", "--scale", "full", "--device", "cpu", "--only", "dummy"]) == 0
+    stored = experiments.stored("dummy")
+    assert stored.status == "current" and list(stored["values"]) == list(range(6))
+    prov = json.loads((registry / "full" / "dummy.json").read_text())
+    assert prov["config_hash"] == DummyConfig(scale="full", n=6).config_hash() and prov["experiment"] == "dummy"
+    assert (registry / "full" / "TIMINGS.md").read_text().count("| dummy | computed |") == 1
+    cli.main(["status"])
+    assert "current" in capsys.readouterr().out
+    # resume: a current result is skipped, not recomputed
+    assert cli.main(["reproduce", "--only", "dummy", "--device", "cpu"]) == 0
+    assert len(CALLS) == 1
+    assert "current, skipped" in (registry / "full" / "TIMINGS.md").read_text()
+    # a config change makes the stored result stale: status says so, the plan reruns it, reproduce recomputes
+    experiments._REGISTRY["dummy"] = dataclasses.replace(
+        experiments._REGISTRY["dummy"], configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=7)})
+    assert experiments.stored("dummy").status == "stale"
+    assert not experiments.stored("dummy").available and "STALE" in experiments.stored("dummy").banner()
+    cli.main(["status"])
+    assert "stale" in capsys.readouterr().out
+    assert experiments.plan("full")[0]["action"] == "run"
+    assert cli.main(["reproduce", "--dry-run"]) == 0
+    assert len(CALLS) == 1  # the dry run ran nothing
+    assert "STALE" in capsys.readouterr().out
+    assert cli.main(["reproduce", "--device", "cpu"]) == 0
+    assert len(CALLS) == 2 and experiments.stored("dummy").status == "current"
+
+
+def test_missing_data_is_skipped_and_the_rest_still_runs(registry, capsys):
+    experiments.register("needs_cifar", chapter="x", description="needs CIFAR-10",
+                         configs={"ci": DummyConfig(scale="ci", dataset="cifar10"),
+                                  "full": DummyConfig(scale="full", dataset="cifar10")}, run=_run_dummy)
+    assert "cifar10 not found" in experiments.missing_data(experiments.config("needs_cifar", "full"))[0]
+    assert cli.main(["reproduce", "--device", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "skip  needs_cifar" in out and "run   dummy" in out
+    assert cli.main(["reproduce", "--device", "cpu"]) == 1  # non-zero at the end ...
+    out = capsys.readouterr().out
+    assert "SKIPPED, data missing" in out and "INSTABILITIES_DATA" in out
+    assert experiments.stored("dummy").available  # ... but the other experiment was reproduced
+    assert experiments.stored("needs_cifar").status == "missing"
+
+
+def test_failure_inside_an_experiment_resumes_from_its_checkpoint(registry, capsys):
+    experiments.register("resumable", chapter="x", description="checkpoints",
+                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=6)},
+                         run=_run_resumable, resumable=True)
+    assert cli.main(["reproduce", "--only", "resumable", "--device", "cpu"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert experiments.stored("resumable").status == "missing"
+    assert experiments.plan("full", ["resumable"])[0]["reason"].endswith("resumes from checkpoint")
+    assert cli.main(["reproduce", "--only", "resumable", "--device", "cpu"]) == 0
+    assert CALLS == ["start@0", "interrupted", "start@3"]
+    assert list(experiments.stored("resumable")["values"]) == [i * i for i in range(6)]
+    assert not experiments.checkpoint_dir("resumable", "full").exists()  # cleaned after storing
+
+
+def test_unknown_experiment_is_a_clear_error(registry, capsys):
+    assert cli.main(["run", "nope", "--device", "cpu"]) == 2
+    assert "known: dummy" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="unknown"):
+        experiments.get("nope")
+
+
+def test_ci_scale_run_command(registry):
+    assert cli.main(["run", "dummy", "--scale", "ci", "--device", "cpu"]) == 0
+    assert experiments.stored("dummy", "ci").available
+    assert not (registry / "ci" / "TIMINGS.md").exists()  # only `reproduce` writes the timing table

@@ -1,0 +1,58 @@
+import math
+
+import numpy as np
+import pytest
+
+from instabilities import experiments
+from instabilities.config import ConfigError
+from instabilities.exp_adaptive import (AdaptiveEoSConfig, GeneralisationConfig, clipped_sharpness_cap,
+                                        run_adam_aeos, run_adaptive_generalisation)
+
+
+def test_registered_with_both_scales():
+    for name in ("adam_aeos", "adaptive_generalisation"):
+        exp = experiments.get(name)
+        assert set(exp.configs) == {"ci", "full"}
+        assert exp.configs["full"].dataset in ("mnist1d", "cifar10")
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ConfigError, match="preconditioner"):
+        AdaptiveEoSConfig(runs=(("gd", 0.1, math.inf),))
+    with pytest.raises(ConfigError, match="finite clip"):
+        AdaptiveEoSConfig(runs=(("clipped_ada", 0.1, math.inf),))
+    with pytest.raises(ConfigError, match="triple"):
+        AdaptiveEoSConfig(runs=(("adam", 0.1),))
+    with pytest.raises(ConfigError, match="batch_size"):
+        GeneralisationConfig(n_train=16, batch_size=32)
+    with pytest.raises(ConfigError, match="beta1"):
+        GeneralisationConfig(beta1=1.0)
+
+
+def test_cap_formula():
+    assert clipped_sharpness_cap(0.01, 0.9, 1e-3) == pytest.approx(1e-3 * 3800)
+    assert math.isinf(clipped_sharpness_cap(0.01, 0.9, math.inf))
+
+
+def test_tiny_aeos_run_satisfies_bounds():
+    cfg = AdaptiveEoSConfig(n_train=40, n_test=40, widths=(5,), steps=20, track_every=10, eig_tol=1e-6,
+                            runs=(("adam", 0.01, math.inf), ("clipped_ada", 0.01, 0.1)))
+    res = run_adam_aeos(cfg)
+    assert res["sharpness"].shape == (2, 3)
+    assert np.isnan(res["precond_sharpness"][:, 0]).all()  # no preconditioner before the first step
+    S, PS, pmax, pmin = (res[k][:, 1:] for k in ("sharpness", "precond_sharpness", "precond_max", "precond_min"))
+    assert (PS >= S / pmax * (1 - 1e-3)).all() and (PS <= S / pmin * (1 + 1e-3)).all()
+    assert not res["diverged"].any()
+    assert (res["precond_max"][1, 1:] <= 0.1 + 1e-8 + 1e-12).all()  # the clip holds
+    np.testing.assert_allclose(res["thresholds"], 3.8 / (0.1 * 0.01))
+
+
+def test_tiny_generalisation_run():
+    cfg = GeneralisationConfig(n_train=40, n_test=40, widths=(5,), batch_size=8, clips=(1e-2,), seeds=(0, 1),
+                               max_steps=15, stop_loss=1e-4)
+    res = run_adaptive_generalisation(cfg)
+    assert res["test_acc"].shape == (4, 2)
+    assert list(res["optimizers"]) == ["gd", "sgd", "adam", "clipped_ada"]
+    ok = ~res["diverged"]
+    assert ((res["test_acc"][ok] >= 0) & (res["test_acc"][ok] <= 1)).all()
+    assert (res["steps"][ok] == 15).all() and not res["reached"].any()

@@ -1,0 +1,93 @@
+"""Edge-of-stability experiments: config validation, registration and tiny runs."""
+import numpy as np
+import pytest
+
+from instabilities import experiments
+from instabilities.config import ConfigError
+from instabilities.exp_eos import EosFlowConfig, EosSweepConfig, run_eos_flow, run_eos_sweep
+
+TINY = dict(dataset="digits", n_train=100, widths=(16,), activation="tanh")
+
+
+def test_registered_with_both_scales():
+    for name in ("eos_sweep", "eos_sweep_ce", "eos_cifar10", "eos_flow"):
+        exp = experiments.get(name)
+        assert exp.chapter == "edge_of_stability"
+        assert exp.configs["ci"].scale == "ci" and exp.configs["full"].scale == "full"
+        assert exp.configs["ci"].config_hash() != exp.configs["full"].config_hash()
+    assert experiments.config("eos_cifar10", "full").dataset == "cifar10"
+    assert experiments.config("eos_cifar10", "full").n_train == 5000
+    assert experiments.config("eos_sweep_ce", "ci").loss == "ce"
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(etas=()), "etas"), (dict(etas=(0.1, -0.2)), "eta"), (dict(dataset="imagenet"), "dataset"),
+    (dict(loss="hinge"), "loss"), (dict(widths=()), "widths"), (dict(eig_every=0), "eig_every"),
+    (dict(n_eigs=0), "n_eigs"), (dict(dataset="teacher", loss="ce"), "regression"),
+])
+def test_sweep_config_validation(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        EosSweepConfig(**bad)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(eta=0.0), "eta"), (dict(compare_every=500, steps=100), "compare_every"),
+    (dict(flow_alpha=3.0), "unstable"), (dict(activation="swish"), "activation"),
+])
+def test_flow_config_validation(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        EosFlowConfig(**bad)
+
+
+def test_dataset_is_part_of_the_hash():
+    a = EosSweepConfig(dataset="mnist1d")
+    assert a.config_hash() != a.replace(dataset="digits").config_hash()
+
+
+def test_tiny_sweep_records_divergence_and_eigenvalues():
+    cfg = EosSweepConfig(etas=(0.05, 50.0), steps=30, eig_every=10, n_eigs=2, **TINY)
+    res = run_eos_sweep(cfg)
+    assert res["train_loss"].shape == (2, 31) and res["eigs"].shape == (2, 4, 2)
+    np.testing.assert_array_equal(res["eig_step"], [0, 10, 20, 30])
+    assert not res["diverged"][0] and np.all(np.isfinite(res["train_loss"][0]))
+    assert res["diverged"][1] and res["diverged_step"][1] > 0  # eta = 50 blows up, recorded not raised
+    # both runs start from one initialisation: same loss and eigenvalues at step 0
+    assert res["train_loss"][0, 0] == res["train_loss"][1, 0]
+    np.testing.assert_allclose(res["eigs"][0, 0], res["eigs"][1, 0], rtol=1e-4)
+    assert np.all(res["eigs"][0, :, 0] >= res["eigs"][0, :, 1] - 1e-6)  # sorted
+    assert np.all(res["eig_residuals"][0] < 1e-2 * res["eigs"][0, :, :1])
+
+
+def test_tiny_flow_run():
+    cfg = EosFlowConfig(eta=0.05, steps=20, compare_every=5, **TINY)
+    res = run_eos_flow(cfg)
+    np.testing.assert_array_equal(res["compare_step"], [0, 5, 10, 15, 20])
+    np.testing.assert_allclose(res["time"], 0.05 * res["compare_step"])
+    assert res["distance"][0] == 0.0
+    # a small stable step: GD is a good discretisation of the flow
+    assert np.all(res["distance"] < 0.01 * res["gd_norm"])
+    np.testing.assert_allclose(res["flow_sharpness"][0], res["gd_sharpness"][0], rtol=1e-3)
+    assert res["flow_loss"][-1] < res["flow_loss"][0]
+
+
+def test_cifar10_without_local_copy_raises_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTABILITIES_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        experiments.run("eos_cifar10", experiments.config("eos_cifar10", "ci"))
+
+
+def test_summarize_sweep_on_synthetic_arrays():
+    from instabilities.exp_eos import first_crossing, summarize_sweep
+
+    eig_step = np.arange(0, 101, 10)
+    s = np.array([1, 2, 3, 4, 5.2, 4.8, 5.1, 4.9, 5.0, 5.3, 4.7])  # eta = 0.4: 2/eta = 5
+    loss = np.linspace(1.0, 0.5, 101)
+    loss[60] = 0.9  # one spike: two changes after the crossing (up, then down)
+    res = {"etas": np.array([0.4]), "eig_step": eig_step, "eigs": s[None, :, None], "train_loss": loss[None],
+           "diverged": np.array([False])}
+    assert first_crossing(eig_step, s, 5.0) == 40 and first_crossing(eig_step, s, 9.0) == -1
+    row = summarize_sweep(res, settle=20)[0]
+    assert row["crossing_step"] == 40 and row["S0"] == 1.0
+    assert row["plateau_min"] == pytest.approx(0.4 * 4.7 / 2) and row["plateau_max"] == pytest.approx(0.4 * 5.3 / 2)
+    assert row["frac_loss_up"] == pytest.approx(1 / 60)
+    assert row["loss_at_crossing"] == pytest.approx(loss[40]) and row["loss_final"] == pytest.approx(0.5)
