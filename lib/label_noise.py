@@ -2,7 +2,7 @@
 
 Setting (after Xu, Beneventano, Chuang & Ziyin, 2026; the formulas here are *our derivation*):
 inputs ``x ~ N(0, Sigma_x)``, a linear teacher ``y = A x + eps`` with label noise
-``eps ~ N(0, Sigma_eps)``, and a deep linear student ``f(x) = W_D ... W_1 x``. The population loss is
+``eps ~ N(0, Sigma_eps)``, and a deep linear student ``f(x) = W_D ... W_1 x``. The population loss is::
 
     L(theta) = 1/2 tr[(W - A) Sigma_x (W - A)^T] + 1/2 tr Sigma_eps,      W = W_D ... W_1.
 
@@ -13,7 +13,7 @@ computed here (exactly, with ``torch.func.hessian``).
 
 Closed forms for the *width-one chain* (hidden widths all 1, scalar input, ``d`` outputs):
 ``f(x) = u w_{D-1} ... w_1 x`` with teacher vector ``a`` and ``s = E[x^2]``. On the balanced part of the
-manifold of minima (``w_i^2 = t`` for every scalar layer, ``u = a / t^{(D-1)/2}``)
+manifold of minima (``w_i^2 = t`` for every scalar layer, ``u = a / t^{(D-1)/2}``)::
 
     S      = s (t^{D-1} + (D-1) |a|^2 / t)            (sharpness, lambda_max of H)
     tr H   = s (d t^{D-1} + (D-1) |a|^2 / t)

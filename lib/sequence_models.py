@@ -133,7 +133,7 @@ class SequenceTeacher:
 
 
 def train_sequence_label_noise(*args, **kwargs) -> dict[str, np.ndarray]:
-    """Online SGD with fresh label noise for several replicas (see :func:`_train`); runs on one thread."""
+    """Online SGD with fresh label noise for several replicas (the loop is the private helper ``_train``); runs on one thread."""
     with single_thread():
         return _train(*args, **kwargs)
 

@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import os
+import re
 import uuid
 from typing import Callable, Sequence
 
@@ -51,11 +52,29 @@ def frame_slider_html(draw: DrawFn, values: Sequence[float], label: str, initial
         f'{imgs}</div>')
 
 
-def frame_slider(draw: DrawFn, values: Sequence[float], label: str, **kw):
-    """Display a :func:`frame_slider_html` block (an ``IPython.display.HTML`` object)."""
-    from IPython.display import HTML
+class FrameSlider:
+    """Displayable frame slider: HTML where HTML renders (website, Jupyter), else its initial frame.
 
-    return HTML(frame_slider_html(draw, values, label, **kw))
+    The MIME bundle holds ``text/html`` (the slider) and ``image/png`` (the frame shown first), so a
+    LaTeX/PDF build, which cannot run the slider, prints that frame as a static figure.
+    """
+
+    def __init__(self, html_text: str, label: str) -> None:
+        self.data = html_text
+        self.label = label
+        shown = re.search(r'src="data:image/png;base64,([^"]+)"[^>]*style="display:block', html_text)
+        self.png = shown.group(1) if shown else None
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        bundle = {"text/html": self.data, "text/plain": f"<frame slider over {self.label}>"}
+        if self.png:
+            bundle["image/png"] = self.png
+        return bundle
+
+
+def frame_slider(draw: DrawFn, values: Sequence[float], label: str, **kw) -> FrameSlider:
+    """Display a :func:`frame_slider_html` block (with its initial frame as a static fallback)."""
+    return FrameSlider(frame_slider_html(draw, values, label, **kw), label)
 
 
 def live_slider(draw: DrawFn, low: float, high: float, step: float, value: float, label: str):
