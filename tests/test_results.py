@@ -56,3 +56,13 @@ def test_stale_and_missing(tmp_path, monkeypatch):
 def test_reserved_names(tmp_path):
     with pytest.raises(ValueError):
         results.save_result(tmp_path / "x.npz", {"__provenance__": np.ones(1)}, {})
+
+
+def test_result_files_are_readable_by_others(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = results.save_result(tmp_path / "p.npz", {"a": np.zeros(1)}, {"config_hash": "x"})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.with_suffix(".json").stat().st_mode & 0o777 == 0o644
