@@ -50,8 +50,20 @@ class ChainConfig(Config):
                 raise ConfigError(f"{name}={vals!r} must be a non-empty tuple of positive numbers.")
 
 
+#: Quantities whose replica-averaged trajectories a chain run returns.
+TRAJECTORY_KEYS = ("sharpness", "flow_sharpness", "flow_trace_hessian", "flow_trace_fluctuation")
+#: Fraction of the records discarded before the standard errors stored with a run are computed.
+STATIONARY_BURN_IN = 0.5
+
+
 def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Arrays indexed ``[record, ratio, eta, init, replica]`` plus the closed-form predictions per ratio."""
+    """Replica-aggregated results of SGD with label noise on the chain (numpy, CPU for any ``device``).
+
+    For each key ``k`` of ``TRAJECTORY_KEYS``: ``k_mean`` is the mean over the replicas that never diverged,
+    ``[record, ratio, eta, init]`` (float32), and ``k_sem`` the standard error, over those replicas, of
+    the time average over the last ``1 - STATIONARY_BURN_IN`` of the records, ``[ratio, eta, init]``.
+    ``n_diverged`` counts diverged replicas per cell; the closed-form predictions per ratio stay float64.
+    """
     d = len(cfg.teacher)
     a = torch.tensor(cfg.teacher, dtype=torch.float64)
     covs, thetas, lrs = [], [], []
@@ -67,15 +79,18 @@ def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str,
     out = ln.label_noise_sgd(net, torch.stack(thetas), a.reshape(d, 1), torch.eye(1, dtype=torch.float64),
                              torch.stack(covs), lrs, cfg.steps, cfg.batch_size, cfg.record_every, cfg.seed)
     shape = (len(out["steps"]), len(cfg.ratios), len(cfg.etas), len(cfg.init_hidden_sq), cfg.replicas)
-    res = {k: out[k].reshape(shape) for k in ("sharpness", "trace_hessian", "trace_fluctuation", "excess_loss",
-                                              "flow_sharpness", "flow_trace_hessian", "flow_trace_fluctuation")}
+    diverged = np.asarray(out["diverged"], dtype=bool).reshape(shape[1:])
+    res: dict[str, np.ndarray] = {}
+    for key in TRAJECTORY_KEYS:
+        mean, sem = _replica_statistics(np.asarray(out[key], dtype=np.float64).reshape(shape), diverged)
+        res[f"{key}_mean"], res[f"{key}_sem"] = mean.astype(np.float32), sem.astype(np.float32)
     preds = [ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth)
              for r in cfg.ratios]
-    res.update(steps=out["steps"], ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
-               init_hidden_sq=np.asarray(cfg.init_hidden_sq),
+    res.update(steps=np.asarray(out["steps"]), ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
+               init_hidden_sq=np.asarray(cfg.init_hidden_sq), replicas=np.asarray(cfg.replicas),
                init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
                                                    ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth)["sharpness"],
-               diverged=out["diverged"].reshape(shape[1:]),
+               n_diverged=diverged.sum(axis=-1).astype(np.int32),
                predicted_sharpness=np.array([p["sharpness"] for p in preds]),
                predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
                predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
@@ -83,14 +98,38 @@ def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str,
     return res
 
 
+def _replica_statistics(x: np.ndarray, diverged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x[record, ..., replica]`` -> (mean over non-diverged replicas per record, standard error of the
+    per-replica stationary time averages). NaN where fewer than 1 (mean) or 2 (error) replicas survived."""
+    x = np.where(diverged[None], np.nan, x)
+    with warnings.catch_warnings():  # all-diverged cells give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=-1)
+        averages = np.nanmean(x[int(STATIONARY_BURN_IN * x.shape[0]):], axis=0)  # [..., replica]
+        n = np.sum(~diverged, axis=-1)
+        sem = np.nanstd(averages, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
+    return mean, np.where(n >= 2, sem, np.nan)
+
+
 def stationary_mean(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float = 0.5) -> np.ndarray:
     """Mean over the last ``1 - burn_in`` of the records and over the replicas that never diverged:
     ``[ratio, eta, init]`` (NaN where every replica diverged)."""
-    x = np.where(np.asarray(res["diverged"], dtype=bool)[None], np.nan, res[key])
+    x = np.asarray(res[f"{key}_mean"], dtype=np.float64)
     start = int(burn_in * x.shape[0])
-    with warnings.catch_warnings():  # all-diverged cells give NaN
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x[start:], axis=(0, 4))
+        return np.nanmean(x[start:], axis=0)
+
+
+def stationary_sem(res: dict[str, np.ndarray], key: str = "flow_sharpness") -> np.ndarray:
+    """Standard error of ``stationary_mean(res, key)`` at the default burn-in, ``[ratio, eta, init]``,
+    from the spread of the independent replicas' time averages."""
+    return np.asarray(res[f"{key}_sem"], dtype=np.float64)
+
+
+def _extrapolation_weights(etas: np.ndarray) -> np.ndarray:
+    """Weights ``c`` with ``extrapolate_to_zero(etas, y) = c @ y`` (the least-squares intercept is linear in y)."""
+    return np.array([ln.extrapolate_to_zero(etas, np.eye(len(etas))[i]) for i in range(len(etas))])
 
 
 def extrapolated(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float = 0.5) -> np.ndarray:
@@ -99,6 +138,14 @@ def extrapolated(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_i
         warnings.simplefilter("ignore", RuntimeWarning)
         m = np.nanmean(stationary_mean(res, key, burn_in), axis=2)
     return np.array([ln.extrapolate_to_zero(res["etas"], row) for row in m])
+
+
+def extrapolated_sem(res: dict[str, np.ndarray], key: str = "flow_sharpness") -> np.ndarray:
+    """Standard error of ``extrapolated(res, key)`` (independent replicas per cell), one per ratio."""
+    sem = stationary_sem(res, key)
+    pooled = np.sqrt(np.sum(sem ** 2, axis=2)) / sem.shape[2]  # [ratio, eta]
+    c = _extrapolation_weights(np.asarray(res["etas"], dtype=float))
+    return np.sqrt(pooled ** 2 @ c ** 2)
 
 
 experiments.register(
