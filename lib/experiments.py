@@ -32,7 +32,7 @@ RunFn = Callable[[Any, str, "Progress | None"], dict[str, np.ndarray]]
 
 # Modules that define experiments (imported lazily so that `import instabilities` stays light).
 # A listed module that does not exist (yet) is skipped; tests/test_experiments.py checks the registry.
-MODULES: list[str] = ["exp_classical", "exp_eos", "exp_flatness", "exp_sgd", "exp_adaptive", "exp_label_noise"]
+MODULES: list[str] = ["exp_classical", "exp_eos", "exp_flatness", "exp_sgd", "exp_adaptive", "exp_label_noise", "exp_population"]
 
 
 @dataclasses.dataclass(frozen=True)
