@@ -29,12 +29,12 @@ book/_static/mathjax/tex-chtml.js:
 # The build log is kept for the website checks (tests/test_website.py asserts it has no WARNING).
 html: setup
 	mkdir -p _build
-	BOOK_BUILD=1 $(BIN)/jupyter-book build . -W -n --keep-going --builder html 2>&1 | tee _build/build.log
+	env -u MPLBACKEND BOOK_BUILD=1 $(BIN)/jupyter-book build . -W -n --keep-going --builder html 2>&1 | tee _build/build.log
 
 # Student edition: sphinx-exercise's hide_solutions, and solutions stripped from the downloads.
 html-student: setup
 	$(BIN)/python scripts/student_edition.py config _config.yml _build/.student/_config.yml
-	BOOK_BUILD=1 $(BIN)/jupyter-book build . --config _build/.student/_config.yml --path-output _build/.student \
+	env -u MPLBACKEND BOOK_BUILD=1 $(BIN)/jupyter-book build . --config _build/.student/_config.yml --path-output _build/.student \
 	  -W -n --keep-going --builder html 2>&1 | tee _build/student-build.log
 	$(BIN)/python scripts/student_edition.py strip-sources _build/.student/_build/html
 	rm -rf _build/student && cp -r _build/.student/_build/html _build/student
@@ -51,7 +51,7 @@ browser:
 # texlive-latex-extra texlive-fonts-recommended texlive-xetex latexmk lmodern tex-gyre
 pdf: setup
 	mkdir -p _build
-	BOOK_BUILD=1 $(BIN)/jupyter-book build . --builder pdflatex 2>&1 | tee _build/pdf-build.log
+	env -u MPLBACKEND BOOK_BUILD=1 $(BIN)/jupyter-book build . --builder pdflatex 2>&1 | tee _build/pdf-build.log
 	@echo "PDF: _build/latex/instabilities-and-flatness.pdf"
 
 test: setup

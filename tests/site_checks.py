@@ -138,6 +138,21 @@ def broken_links(site: Path) -> list[str]:
     return problems
 
 
+def pages_without_figures(site: Path, docnames: list[str]) -> list[str]:
+    """Pages among ``docnames`` that show no figure: no ``<img>`` from ``_images/`` or a data URI.
+
+    Executed chapters that plot must carry their figures into the site; a global non-interactive
+    matplotlib backend (``MPLBACKEND=Agg``) in the build silently drops them.
+    """
+    missing = []
+    for doc in docnames:
+        page = Path(site) / f"{doc}.html"
+        srcs = [url for tag, url in parse_page(page).links if tag == "img"] if page.is_file() else []
+        if not any("_images/" in u or u.startswith("data:image/") for u in srcs):
+            missing.append(doc)
+    return missing
+
+
 def log_warnings(log_text: str) -> list[str]:
     """Lines of a build log with ``WARNING`` or ``ERROR`` (Sphinx and docutils messages; docutils
     errors in autodoc docstrings do not always fail a ``-W`` build), minus known benign notices."""

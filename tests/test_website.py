@@ -119,6 +119,14 @@ def test_link_checker_finds_missing_files_and_anchors(tmp_path):
     assert [p.name for p in sc.html_pages(site, redirects=False)].count("redirect.html") == 0
 
 
+def test_figure_check_flags_pages_without_figures(tmp_path):
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "a.html").write_text('<p>text</p><img src="../_images/fig.png">')
+    (tmp_path / "book" / "b.html").write_text('<p>text only</p><img src="../_static/logo.png">')
+    (tmp_path / "book" / "c.html").write_text('<img src="data:image/png;base64,AAAA">')
+    assert sc.pages_without_figures(tmp_path, ["book/a", "book/b", "book/c", "book/d"]) == ["book/b", "book/d"]
+
+
 def test_log_check_reports_sphinx_warnings_and_errors_only():
     log = "\n".join([
         "reading sources... [ 50%] book/intro",
@@ -319,6 +327,12 @@ def test_chapters_downloadable_as_notebooks_with_launch_buttons(site):
     no_launch = [doc for doc in notebooks
                  if "mybinder.org/v2/" not in (site / f"{doc}.html").read_text(errors="replace")]
     assert no_launch == [], "notebook pages without a Binder launch button"
+
+
+def test_every_chapter_shows_its_figures(site):
+    notebooks = [doc for doc in toc_files() if (REPO / f"{doc}.ipynb").is_file()]
+    assert notebooks, "no notebook chapters in the table of contents"
+    assert sc.pages_without_figures(site, notebooks) == []
 
 
 def test_pages_in_browser(site, chromium):
