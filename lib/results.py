@@ -80,7 +80,8 @@ def provenance(config: Config, device: str | None = None, wall_seconds: float | 
     return record
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -110,10 +111,10 @@ def save_result(path: str | Path, arrays: Mapping[str, Any], prov: Mapping[str, 
     payload = {k: np.asarray(v) for k, v in arrays.items()}
     payload["__provenance__"] = np.array(json.dumps(dict(prov), sort_keys=True, default=str))
     np.savez_compressed(buf, **payload)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     summary = dict(prov)
     summary["arrays"] = {k: list(np.shape(v)) for k, v in payload.items() if k != "__provenance__"}
-    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True,
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(summary, indent=2, sort_keys=True,
                                                               default=str).encode())
     return path
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
+import io
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +27,7 @@ from .data import DATASETS, Dataset, load_dataset
 from .losses import LOSSES, accuracy, loss_value, make_objective, prepare_targets
 from .models import FlatModel, ModelSpec, build_model
 from .optim import OPTIMIZERS, build_optimizer
+from .results import atomic_write_bytes
 
 
 
@@ -182,15 +182,10 @@ def build_problem(cfg: TrainConfig) -> Problem:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``torch.save`` through the same atomic writer as result files (temporary file + rename)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
