@@ -113,10 +113,18 @@ def run_and_store(name: str, scale: str = "full", device: str = "cpu", progress:
     existing = load_stored(name, cfg, scale)
     if existing.available and not force:
         return existing, False
+    exp = get(name)
+    earlier = _earlier_attempts(name, cfg) if exp.resumable else {"seconds": 0.0, "parts": 0}
     t0 = time.perf_counter()
-    arrays = get(name).run(cfg, device, progress)
-    prov = provenance(cfg, device, wall_seconds=round(time.perf_counter() - t0, 2),
-                      extra={"experiment": name, "scale": scale})
+    try:
+        arrays = exp.run(cfg, device, progress)
+    except BaseException:
+        if exp.resumable:  # the time spent so far is part of the result's cost once it resumes and finishes
+            _record_attempt(name, cfg, earlier, time.perf_counter() - t0)
+        raise
+    wall = earlier["seconds"] + time.perf_counter() - t0
+    prov = provenance(cfg, device, wall_seconds=round(wall, 2),
+                      extra={"experiment": name, "scale": scale, "parts": earlier["parts"] + 1})
     save_result(results_dir(scale) / f"{name}.npz", arrays, prov)
     return load_stored(name, cfg, scale), True
 
@@ -185,6 +193,30 @@ def checkpoint_path(name: str, cfg: Config, part: str = "run") -> Path:
     ``reproduce`` then continues inside the experiment instead of starting it again.
     """
     return checkpoint_dir(name, cfg.scale) / f"{part}-{cfg.config_hash()}.pt"
+
+
+def _attempts_file(name: str, cfg: Config) -> Path:
+    return checkpoint_dir(name, cfg.scale) / f"attempts-{cfg.config_hash()}.json"
+
+
+def _earlier_attempts(name: str, cfg: Config) -> dict[str, Any]:
+    """Seconds and number of earlier interrupted attempts of a resumable experiment with this config."""
+    import json
+
+    path = _attempts_file(name, cfg)
+    if not path.exists():
+        return {"seconds": 0.0, "parts": 0}
+    data = json.loads(path.read_text())
+    return {"seconds": float(data.get("seconds", 0.0)), "parts": int(data.get("parts", 0))}
+
+
+def _record_attempt(name: str, cfg: Config, earlier: dict[str, Any], seconds: float) -> None:
+    import json
+
+    from .results import atomic_write_bytes
+
+    record = {"seconds": round(earlier["seconds"] + seconds, 2), "parts": earlier["parts"] + 1}
+    atomic_write_bytes(_attempts_file(name, cfg), json.dumps(record).encode())
 
 
 def clear_checkpoints(name: str, scale: str = "full") -> None:

@@ -123,3 +123,72 @@ def test_ci_scale_run_command(registry):
     assert cli.main(["run", "dummy", "--scale", "ci", "--device", "cpu"]) == 0
     assert experiments.stored("dummy", "ci").available
     assert not (registry / "ci" / "TIMINGS.md").exists()  # only `reproduce` writes the timing table
+
+
+def _run_slow_resumable(cfg: DummyConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Counts to ``n``, checkpointing every item and reporting progress; each item takes 0.05 s."""
+    import time
+
+    ckpt = experiments.checkpoint_path("slow", cfg)
+    done = json.loads(ckpt.read_text())["done"] if ckpt.exists() else []
+    CALLS.append(f"start@{len(done)}")
+    for i in range(len(done), cfg.n):
+        time.sleep(0.05)
+        done.append(i)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        ckpt.write_text(json.dumps({"done": done}))
+        if progress:
+            progress(i + 1, cfg.n)
+    return {"values": np.asarray(done, dtype=float)}
+
+
+def test_time_budget_interrupts_and_the_same_command_continues(registry, capsys):
+    experiments.register("slow", chapter="x", description="slow, checkpointed",
+                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=40)},
+                         run=_run_slow_resumable, resumable=True)
+    argv = ["reproduce", "--only", "dummy,slow", "--device", "cpu", "--time-budget", "0.5"]
+    assert cli.main(argv) == cli.EXIT_TIME_BUDGET  # 40 items x 0.05 s do not fit in 0.5 s
+    captured = capsys.readouterr()
+    assert "INTERRUPTED by the time budget" in captured.out and "Run the same command again" in captured.err
+    assert experiments.stored("dummy").available and not experiments.stored("slow").available
+    timings = (registry / "full" / "TIMINGS.md").read_text()
+    assert "| slow | interrupted: time budget (checkpoint kept, resumes) |" in timings
+    assert experiments.plan("full", ["slow"])[0]["reason"].endswith("resumes from checkpoint")
+    first = len(json.loads(experiments.checkpoint_path("slow", experiments.config("slow", "full")).read_text())["done"])
+    assert 0 < first < 40
+    rc = 3
+    for _ in range(10):  # each call continues from the checkpoint; none starts from zero again
+        rc = cli.main(argv)
+        if rc == 0:
+            break
+    assert rc == 0
+    starts = [c for c in CALLS if c.startswith("start@")]
+    assert starts[0] == "start@0" and "start@0" not in starts[1:] and len(starts) >= 2
+    stored = experiments.stored("slow")
+    assert list(stored["values"]) == list(range(40))
+    # the recorded cost adds up the interrupted parts
+    assert stored.provenance["parts"] == len(starts) and stored.provenance["wall_seconds"] >= 40 * 0.05
+    assert not experiments.checkpoint_dir("slow", "full").exists()
+    timings = (registry / "full" / "TIMINGS.md").read_text()
+    assert "| dummy | current, skipped |" in timings and "| slow | computed |" in timings
+
+
+def test_time_budget_must_be_positive(registry, capsys):
+    assert cli.main(["reproduce", "--device", "cpu", "--time-budget", "0"]) == 2
+    assert "--time-budget" in capsys.readouterr().err
+
+
+def test_time_budget_alarm_stops_an_experiment_that_reports_no_progress(registry, monkeypatch, capsys):
+    import time
+
+    def silent(cfg, device="cpu", progress=None):
+        CALLS.append("silent")
+        time.sleep(5)  # never calls progress; the alarm must interrupt it
+        return {"values": np.zeros(1)}
+
+    experiments.register("silent", chapter="x", description="no progress reports",
+                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full")}, run=silent)
+    monkeypatch.setattr(cli, "ALARM_GRACE_SECONDS", 0.1)
+    assert cli.main(["reproduce", "--only", "silent", "--device", "cpu", "--time-budget", "0.2"]) == cli.EXIT_TIME_BUDGET
+    assert "not resumable, restarts" in capsys.readouterr().out
+    assert not experiments.stored("silent").available
