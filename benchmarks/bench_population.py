@@ -1,6 +1,6 @@
 """Loop vs vmapped population: a learning-rate sweep of full-batch GD.
 
-    python benchmarks/bench_population.py [--device cpu|cuda] [--members 16] [--steps 200]
+    python benchmarks/bench_population.py [--device cpu|cuda] [--members 16] [--steps 200] [--json PATH]
 
 Runs the same configs once as a Python loop of ``instabilities.train.train`` calls and once as one
 ``instabilities.population.train_population`` call, and prints both wall times, their ratio and
@@ -11,7 +11,7 @@ steps, 2x100 tanh MLP, 1000 mnist1d examples) was 134.7 s as a loop and 3.1 s vm
 """
 import numpy as np
 
-from _common import header, parser
+from _common import header, parser, write_json
 from instabilities.models import ModelSpec
 from instabilities.population import population_configs, time_loop_vs_population
 from instabilities.train import TrainConfig
@@ -39,6 +39,7 @@ def main() -> None:
     print("max relative difference over the whole run, per learning rate (rounding grows at the edge of stability):")
     for lr, d in zip(r["lrs"], r["max_rel_loss_diff_per_member"]):
         print(f"  eta = {lr:8.4f}: {d:.2e}")
+    write_json(args.json, "bench_population", args, r)
 
 
 if __name__ == "__main__":

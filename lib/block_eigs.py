@@ -16,8 +16,11 @@ Three choices make it suitable for per-step tracking at the edge of stability:
   the eigenvalue error: some eigenvalue of ``H`` lies within ``||r_i||`` of ``theta_i``.
 
 :class:`SharpnessTracker` wraps it with the warm-start state and a periodic verification
-against a converged Lanczos solve; :func:`compare_solvers` and :func:`measure_tracking_cost`
-are the measurements behind ``benchmarks/`` and the appendix "Reproducing at full scale".
+against a converged Lanczos solve. Two options make a tracked step cheaper: ``step()`` takes the
+training step's gradient from the same differentiation as the first block product (fused), and
+``amortised=True`` spends exactly one block iteration per step, so the solve converges across steps.
+:func:`time_eigensolvers` and :func:`measure_tracking_cost` are the measurements behind
+``benchmarks/`` and the appendix "Reproducing at full scale" (with ``curvature.time_hvps``).
 """
 from __future__ import annotations
 
@@ -37,10 +40,17 @@ Objective = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclasses.dataclass
 class BlockEigResult(EigResult):
-    """:class:`~instabilities.curvature.EigResult` plus the whole Ritz block (for warm starts)."""
+    """:class:`~instabilities.curvature.EigResult` plus the whole Ritz block (for warm starts).
+
+    ``block`` holds all ``block_size`` Ritz vectors, ``block_values`` their Ritz values and
+    ``block_products`` their products ``H y`` (float64, exact: no extra products are needed to get
+    their residuals), ``iterations`` the block iterations spent.
+    """
 
     block: torch.Tensor | None = None
     iterations: int = 0
+    block_values: torch.Tensor | None = None
+    block_products: torch.Tensor | None = None
 
 
 def _orthonormalise_against(W: torch.Tensor, V: torch.Tensor | None, drop_tol: float = 1e-8) -> torch.Tensor:
@@ -64,9 +74,39 @@ def _orthonormalise_against(W: torch.Tensor, V: torch.Tensor | None, drop_tol: f
     return W
 
 
+def start_block(n: int, b: int, X0: torch.Tensor | None = None, seed: int = 0,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """An orthonormal float64 ``(n, b)`` start block: ``X0``'s columns (slightly perturbed) then random ones.
+
+    The perturbation (``1e-4`` relative) keeps a warm start from being an exactly invariant subspace
+    of a nearby Hessian; the random columns are guard vectors when ``X0`` has fewer than ``b``.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    X = torch.randn(n, b, dtype=torch.float64, device=device, generator=gen)
+    if X0 is not None:
+        X0 = torch.nan_to_num(X0.to(device=device, dtype=torch.float64).reshape(n, -1))
+        j = min(X0.shape[1], b)
+        X[:, :j] = X0[:, :j] + 1e-4 * X[:, :j] / X[:, :j].norm(dim=0) * X0[:, :j].norm(dim=0).clamp_min(1e-300)
+    return _orthonormalise_against(X, None)
+
+
+def rayleigh_ritz(V: torch.Tensor, HV: torch.Tensor, keep: int) -> tuple[torch.Tensor, ...]:
+    """Top-``keep`` Ritz triples of ``H`` on the span of the orthonormal ``V`` (``HV = H V`` given).
+
+    Returns ``(theta, Y, HY, R)``: Ritz values in decreasing order, Ritz vectors ``Y = V S``, their
+    products ``HY = HV S`` (no new products needed) and residuals ``R = HY - Y diag(theta)``.
+    """
+    T = V.T @ HV
+    evals, S = torch.linalg.eigh(0.5 * (T + T.T))
+    order = torch.argsort(evals, descending=True)[:min(keep, V.shape[1])]
+    theta, S = evals[order], S[:, order]
+    Y, HY = V @ S, HV @ S
+    return theta, Y, HY, HY - Y * theta
+
+
 def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, tol: float = 1e-3,
                max_iter: int = 50, X0: torch.Tensor | None = None, max_basis: int | None = None,
-               seed: int = 0) -> BlockEigResult:
+               seed: int = 0, HX0: torch.Tensor | None = None) -> BlockEigResult:
     """Top-``k`` (largest algebraic) eigenpairs of ``op`` by block Krylov iteration with Rayleigh-Ritz.
 
     ``block_size`` (default ``k + 2``) vectors are multiplied by ``H`` per iteration in one
@@ -75,6 +115,10 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
     ``max(8 * block_size, 24)``). Stops when every wanted pair has
     ``||H y_i - theta_i y_i|| <= tol * |theta_i|`` (relative to the eigenvalue, not scaled by the
     dimension) or after ``max_iter`` iterations. ``X0`` (``(dim, j)``) warm-starts the block.
+    If ``HX0 = H X0`` is given as well (from :meth:`HessianOperator.grad_and_matmat`, fused with a
+    training step's gradient), ``X0`` must be an orthonormal ``(dim, block_size)`` block (see
+    :func:`start_block`); it is used as is, and its products count in ``n_matvec`` only if they
+were made by ``op`` (``op.grad_and_matmat`` counts them).
     The basis is kept in float64; residuals are exact (computed from the stored ``H V``).
     """
     if k < 1:
@@ -87,26 +131,18 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
         raise ConfigError(f"block_size={b} must be at least k={k}.")
     max_basis = min(n, max(max_basis or 8 * b, 24, 2 * b + b))
     f64 = torch.float64
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    X = torch.randn(n, b, dtype=f64, device=dev, generator=gen)
-    if X0 is not None:
-        X0 = torch.nan_to_num(X0.to(device=dev, dtype=f64).reshape(n, -1))
-        j = min(X0.shape[1], b)
-        X[:, :j] = X0[:, :j] + 1e-4 * X[:, :j] / X[:, :j].norm(dim=0) * X0[:, :j].norm(dim=0).clamp_min(1e-300)
-    V = _orthonormalise_against(X, None)
-    HV = op.matmat(V.to(op.dtype)).to(f64)
+    if HX0 is None:
+        V = start_block(n, b, X0, seed, dev)
+        HV = op.matmat(V.to(op.dtype)).to(f64)
+    else:
+        if X0 is None or X0.shape != HX0.shape or X0.shape[0] != n:
+            raise ConfigError("HX0 needs X0 of the same (dim, block_size) shape; build X0 with start_block().")
+        V, HV = X0.to(f64), HX0.to(f64)
     converged = False
     it = 0
     theta = Y = HY = None
     for it in range(1, max_iter + 1):
-        T = V.T @ HV
-        T = 0.5 * (T + T.T)
-        evals, S = torch.linalg.eigh(T)
-        order = torch.argsort(evals, descending=True)
-        keep = min(V.shape[1], max(b, k))
-        theta, S = evals[order[:keep]], S[:, order[:keep]]
-        Y, HY = V @ S, HV @ S
-        R = HY - Y * theta
+        theta, Y, HY, R = rayleigh_ritz(V, HV, max(b, k))
         res = R.norm(dim=0)
         scale = theta[:k].abs().clamp_min(1e-12 * float(theta.abs().max().clamp_min(1e-300)))
         if bool((res[:k] <= tol * scale).all()) and V.shape[1] >= k:
@@ -115,9 +151,7 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
         if it == max_iter:
             break
         if V.shape[1] + b > max_basis:  # thick restart from the best Ritz vectors
-            r = min(V.shape[1], 2 * b)
-            S_all = torch.linalg.eigh(T)[1].flip(1)[:, :r]
-            V, HV = V @ S_all, HV @ S_all
+            _, V, HV, _ = rayleigh_ritz(V, HV, 2 * b)
         W = _orthonormalise_against(R[:, :b], V)
         if W.shape[1] == 0:  # the search space is invariant: the Ritz pairs are exact
             converged = True
@@ -127,19 +161,54 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
     values, vectors = theta[:k], Y[:, :k]
     residuals = (HY[:, :k] - vectors * values).norm(dim=0)
     return BlockEigResult(values.to(op.dtype), vectors.to(op.dtype), residuals.to(op.dtype), op.n_matvec,
-                          converged, block=Y.to(op.dtype), iterations=it)
+                          converged, block=Y.to(op.dtype), iterations=it, block_values=theta, block_products=HY)
+
+
+def next_amortised_block(Y: torch.Tensor, R: torch.Tensor | None, P: torch.Tensor | None, HY: torch.Tensor,
+                         k: int, b: int) -> torch.Tensor:
+    """The block to multiply at the next step of amortised tracking (orthonormal, float64, ``b`` columns).
+
+    With ``b < 3k``: ``orth(H Y)``, one step of subspace iteration on all ``b`` Ritz vectors (the
+    block covers a cluster of eigenvalues that swap order from step to step). With ``b >= 3k``, in
+    this order: the ``k`` wanted Ritz vectors ``Y``, their residuals ``R`` (the block Krylov
+    expansion), the directions ``P`` in which they moved since the last call (as in LOBPCG), then
+    further Ritz vectors as guards; ``R`` or ``P`` may be ``None`` (skipped). Columns that are
+    numerically dependent on earlier ones are replaced by random directions.
+    """
+    if b < 3 * k:
+        cand = HY[:, :b]
+    else:
+        cand = torch.cat([Y[:, :k]] + [M[:, :k] for M in (R, P) if M is not None] + [Y[:, k:]], 1)
+    Q, Rq = torch.linalg.qr(cand)
+    good = Rq.diagonal().abs() > 1e-10 * Rq.diagonal().abs().max().clamp_min(1e-300)
+    Q = Q[:, good][:, :b]
+    if Q.shape[1] < b:
+        extra = torch.randn(Q.shape[0], b - Q.shape[1], dtype=Q.dtype, device=Q.device,
+                            generator=torch.Generator(device=Q.device).manual_seed(Q.shape[1]))
+        Q = torch.cat([Q, _orthonormalise_against(extra, Q)], 1)
+    return Q
 
 
 @dataclasses.dataclass
 class SharpnessTracker:
     """Top-``k`` Hessian eigenvalues along a trajectory, warm-started step to step.
 
-    Call ``tracker(objective, theta)`` at every step you want to measure. Every ``verify_every``
-    calls (0: never) a converged Lanczos solve (``verify_tol``) is run as well and the relative
-    difference of the top eigenvalue is logged in ``verify_errors`` (the accuracy audit).
-    ``warm_from=2`` warm-starts from the Ritz block of two calls ago: at the edge of stability the
-    iterate flips sign along the top eigenvector every step, so the iterate two steps back is in
-    the same phase of the oscillation.
+    Call ``tracker(objective, theta)`` at every step you want to measure, or
+    ``tracker.step(objective, theta)`` to get the training step's loss and gradient from the same
+    differentiation as the tracker's first block product (:meth:`HessianOperator.grad_and_matmat`).
+    Every ``verify_every`` calls (0: never) a converged Lanczos solve (``verify_tol``) is run as
+    well and the relative difference of the top eigenvalues is logged in ``verify_errors`` (the
+    accuracy audit). ``warm_from=2`` warm-starts from the state of two calls ago: at the edge of
+    stability the iterate flips sign along the top eigenvector every step, so the iterate two steps
+    back is in the same phase of the oscillation.
+
+    ``amortised=True`` carries the search space over from call to call: the next call starts from
+    the Ritz vectors of the last call in the same phase, moved on by one subspace iteration or
+    expanded by their residuals and LOBPCG-like directions (:func:`next_amortised_block`). With
+    ``max_iter=1`` every call after the first in each phase does exactly **one** block iteration
+    (``block_size`` products and a Rayleigh-Ritz step) and the solver keeps converging across
+    training steps while the Hessian moves; ``tol`` is then not enforced (``converged`` reports
+    whether it was met, the residuals are exact) and the audit measures the error.
     """
 
     k: int = 1
@@ -150,66 +219,101 @@ class SharpnessTracker:
     verify_every: int = 0
     verify_tol: float = 1e-7
     warm_from: int = 1
+    amortised: bool = False
     values: list = dataclasses.field(default_factory=list)
     residuals: list = dataclasses.field(default_factory=list)
     matvecs: list = dataclasses.field(default_factory=list)
     verify_steps: list = dataclasses.field(default_factory=list)
     verify_errors: list = dataclasses.field(default_factory=list)
     _blocks: list = dataclasses.field(default_factory=list)
+    _carry: dict = dataclasses.field(default_factory=dict)
     _calls: int = 0
 
+    def __post_init__(self) -> None:
+        if self.k < 1 or (self.block_size is not None and self.block_size < self.k):
+            raise ConfigError(f"k={self.k}, block_size={self.block_size}: need k >= 1 and block_size >= k.")
+        if self.warm_from < 1:
+            raise ConfigError(f"warm_from={self.warm_from} must be >= 1 (1: previous call, 2: two calls ago).")
+
     def __call__(self, objective: Objective, theta: torch.Tensor) -> BlockEigResult:
+        return self._track(objective, theta, fused=False)[0]
+
+    def step(self, objective: Objective, theta: torch.Tensor) -> tuple[BlockEigResult, torch.Tensor, torch.Tensor]:
+        """Track at ``theta``; return ``(result, loss, gradient)``, the gradient fused with the first block product."""
+        res, loss, grad = self._track(objective, theta, fused=True)
+        return res, loss, grad
+
+    def _track(self, objective: Objective, theta: torch.Tensor, fused: bool):
         op = HessianOperator(objective, theta, self.hvp_method)
-        X0 = self._blocks[-self.warm_from] if len(self._blocks) >= self.warm_from else (
-            self._blocks[-1] if self._blocks else None)
-        res = block_eigs(op, self.k, self.block_size, self.tol, self.max_iter, X0=X0, seed=self._calls)
-        self._blocks = (self._blocks + [res.block])[-max(self.warm_from, 1):]
+        b = min(self.block_size or self.k + 2, op.dim)
+        phase = self._calls % self.warm_from
+        own = phase in self._carry  # this phase of the oscillation has been solved before
+        if self.amortised and self._carry:  # the block carried over from the last call in this phase
+            X0 = self._carry[phase if own else max(self._carry)]["X"]
+        else:
+            X0 = self._blocks[-self.warm_from] if len(self._blocks) >= self.warm_from else (
+                self._blocks[-1] if self._blocks else None)
+        # the first solve (and, amortised, the first in each phase) converges; later ones are capped
+        max_iter = self.max_iter if (own or (self._blocks and not self.amortised)) else 100
+        loss = grad = HX0 = None
+        if fused:
+            X0 = start_block(op.dim, b, X0, self._calls, op.device)
+            loss, grad, HX0 = op.grad_and_matmat(X0.to(op.dtype))
+        res = block_eigs(op, self.k, b, self.tol, max_iter, X0=X0, seed=self._calls, HX0=HX0)
+        self._blocks = (self._blocks + [res.block])[-self.warm_from:]
+        if self.amortised:
+            Y, HY = res.block.to(torch.float64), res.block_products
+            R = HY - Y * res.block_values
+            Yk = Y[:, :self.k]
+            prev = self._carry.get(phase, {}).get("Y")
+            P = None if prev is None else Yk - prev @ (prev.T @ Yk)  # how the wanted vectors moved
+            self._carry[phase] = {"X": next_amortised_block(Y, R, P, HY, self.k, b), "Y": Yk}
         self.values.append(res.values.tolist())
         self.residuals.append(res.residuals.tolist())
-        self.matvecs.append(res.n_matvec)
+        self.matvecs.append(op.n_matvec)
         if self.verify_every and self._calls % self.verify_every == 0:
             ref = curvature.lanczos(HessianOperator(objective, theta, "reverse"), self.k, max_iter=300,
                                     tol=self.verify_tol, v0=res.vectors)
             self.verify_steps.append(self._calls)
-            self.verify_errors.append(float(((res.values - ref.values).abs() / ref.values.abs()).max()))
+            self.verify_errors.append(_max_rel_error(res.values, ref.values))
         self._calls += 1
-        return res
+        return res, loss, grad
+
+
+def _max_rel_error(values: torch.Tensor, reference: torch.Tensor) -> float:
+    values, reference = values.double().cpu(), reference.double().cpu()
+    return float(((values - reference).abs() / reference.abs()).max())
 
 
 # --------------------------------------------------------------------------------------------
 # measurements (used by benchmarks/ and the appendix)
 # --------------------------------------------------------------------------------------------
-def _sync(device: torch.device | str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol: float = 1e-3,
-                    reference: EigResult | None = None, hvp_method: str = "reverse") -> list[dict]:
-    """Time, Hessian-vector products and accuracy of several top-``k`` solvers on one Hessian.
+def time_eigensolvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol: float = 1e-3,
+                      reference: EigResult | None = None, hvp_method: str = "reverse") -> list[dict]:
+    """Seconds, Hessian-vector products and accuracy of several top-``k`` solvers on one Hessian.
 
     Rows: our Lanczos (``curvature.lanczos``, tolerance ``tol`` on the Ritz estimate), our block
     solver (cold), SciPy ``eigsh(which='LA')`` on the same HVP operator (with the per-matvec host
     round trip that implies) and deflated power iteration. Errors are relative to ``reference``
     (default: Lanczos with ``tol=1e-9`` from another random start). ``hvp_method`` is the product
     used by the block solver (``reverse``: batched double backward; ``forward``: vmapped jvp-of-grad).
+    (For accuracy against the *dense* spectrum of a small net, see ``exp_classical.solvers_vs_dense_spectrum``.)
     """
     import scipy.sparse.linalg as sla
 
     dev = theta.device
     if reference is None:
         reference = curvature.lanczos(HessianOperator(objective, theta), k, max_iter=400, tol=1e-9, seed=12345)
-    ref = reference.values.double().cpu()
     rows = []
 
     def record(name: str, fn: Callable[[], tuple[torch.Tensor, int]]) -> None:
-        _sync(dev)
+        curvature.sync(dev)
         t0 = time.perf_counter()
         values, n_mv = fn()
-        _sync(dev)
+        curvature.sync(dev)
         dt = time.perf_counter() - t0
-        err = float(((values.double().cpu() - ref).abs() / ref.abs()).max())
-        rows.append({"solver": name, "seconds": dt, "matvecs": int(n_mv), "max_rel_error": err,
+        rows.append({"solver": name, "seconds": dt, "matvecs": int(n_mv),
+                     "max_rel_error": _max_rel_error(values, reference.values),
                      "values": [round(float(v), 6) for v in values]})
 
     def ours_lanczos():
@@ -250,84 +354,76 @@ def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol: 
 def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, lr: float, steps: int = 30, k: int = 1,
                           tol: float = 1e-2, block_size: int | None = 2, verify_every: int = 10,
                           warmup: int = 0, hvp_method: str = "reverse", max_iter: int = 30,
-                          warm_from: int = 1) -> dict[str, float]:
+                          warm_from: int = 1, fused: bool = False, amortised: bool = False,
+                          reference_tol: float = 1e-8) -> dict[str, float | int | list]:
     """Wall time of ``steps`` GD steps without and with sharpness tracking at every step.
 
-    The tracked loop calls a :class:`SharpnessTracker` (warm starts, block HVPs) before every
-    update; every ``verify_every`` steps its value is compared with a converged Lanczos solve
-    (outside the timed region). Starts ``warmup`` untimed GD steps after ``theta0``; the tracker's
-    first (cold) solve is not timed either, since a long run pays it once; later solves stop after
-    ``max_iter`` block iterations even if the tolerance is not met (the audit shows the cost). Returns the two times,
-    their ratio, the mean matvecs per tracked step and the largest verified relative error.
+    The tracked loop calls a :class:`SharpnessTracker` at every step; with ``fused=True`` through
+    :meth:`SharpnessTracker.step`, whose first block product comes with the step's gradient, else
+    before a separate gradient. ``amortised=True`` makes the tracker do one block iteration per
+    step. Every ``verify_every`` steps the tracked values are compared with a Lanczos solve
+    converged to ``reference_tol`` (outside the timed region). Starts ``warmup`` untimed GD steps
+    after ``theta0``, then ``warm_from`` untimed tracked steps (the converged first solve of each
+    phase, paid once per run: ``cold_matvecs``); the timed steps' solves stop after ``max_iter``
+    block iterations even if the tolerance is not met.
+
+    Returns ``steps``, ``untracked_seconds``, ``tracked_seconds`` (totals), ``ratio`` (median over steps of
+    tracked step time / untracked step time, the two timed back to back at the same point: robust to
+    bursts of load on a shared machine), ``ratio_of_totals``,
+    ``matvecs_per_step`` (mean HVPs per tracked step), ``cold_matvecs``, ``verified_steps``,
+    ``verified_rel_errors``, ``max_verified_rel_error``, ``max_relative_residual`` (of the tracked
+    top pair), ``sharpness_first``, ``sharpness_last`` and the settings ``fused``, ``amortised``,
+    ``block_size``, ``tol``, ``warm_from``, ``hvp_method``.
     """
     theta = theta0.detach().clone()
     g_fn = torch.func.grad(objective)
     for _ in range(warmup):
         theta = theta - lr * g_fn(theta)
+    tracker = SharpnessTracker(k=k, tol=tol, block_size=block_size, hvp_method=hvp_method, max_iter=max_iter,
+                               warm_from=warm_from, amortised=amortised)
+    cold_matvecs = 0
+    for _ in range(warm_from):  # burn-in: the converged first solve of each phase, paid once per run
+        tracker(objective, theta)
+        cold_matvecs += tracker.matvecs[-1]
+        theta = theta - lr * g_fn(theta)
+    tracker.matvecs.clear()
     start = theta.detach().clone()
 
-    def untracked() -> float:
-        th = start.clone()
-        _sync(th.device)
+    def timed(fn: Callable[[], object]) -> tuple:
+        curvature.sync(start.device)
         t0 = time.perf_counter()
-        for _ in range(steps):
-            th = th - lr * g_fn(th)
-        _sync(th.device)
-        return time.perf_counter() - t0
+        out = fn()
+        curvature.sync(start.device)
+        return out, time.perf_counter() - t0
 
-    untracked()  # warm-up of kernels and autograd caches
-    t_plain = untracked()
-    tracker = SharpnessTracker(k=k, tol=tol, block_size=block_size, hvp_method=hvp_method, max_iter=100,
-                               warm_from=warm_from)
-    cold = tracker(objective, start)  # the cold start, paid once per run
-    cold_matvecs = cold.n_matvec
-    tracker.matvecs.clear()
-    tracker.max_iter = max_iter
+    timed(lambda: start - lr * g_fn(start))  # warm-up of kernels and autograd caches
     th = start.clone()
-    t_tracked = 0.0
-    errors = []
+    t_plain: list[float] = []
+    t_tracked: list[float] = []
+    errors, verified, rel_res = [], [], []
     for step in range(steps):
         point = th
-        _sync(th.device)
-        t0 = time.perf_counter()
-        res = tracker(objective, th)
-        th = th - lr * g_fn(th)
-        _sync(th.device)
-        t_tracked += time.perf_counter() - t0
+        # an untracked step at the same point, timed right before the tracked one (paired: a burst of
+        # load on a shared machine hits both alike); its result is discarded
+        t_plain.append(timed(lambda: point - lr * g_fn(point))[1])
+        if fused:
+            (res, _, g), dt = timed(lambda: tracker.step(objective, point))
+            th, dt_update = timed(lambda: point - lr * g)
+        else:
+            res, dt = timed(lambda: tracker(objective, point))
+            th, dt_update = timed(lambda: point - lr * g_fn(point))
+        t_tracked.append(dt + dt_update)
+        rel_res.append(float(res.relative_residuals[0]))
         if verify_every and step % verify_every == 0:  # audit outside the timed region
-            ref = curvature.lanczos(HessianOperator(objective, point), k, max_iter=300, tol=1e-8)
-            errors.append(float(((res.values.double() - ref.values.double()).abs() / ref.values.double().abs()).max()))
-    return {"steps": steps, "untracked_seconds": t_plain, "tracked_seconds": t_tracked,
-            "ratio": t_tracked / max(t_plain, 1e-12), "matvecs_per_step": float(np.mean(tracker.matvecs)),
-            "cold_matvecs": cold_matvecs,
+            ref = curvature.lanczos(HessianOperator(objective, point), k, max_iter=300, tol=reference_tol)
+            errors.append(_max_rel_error(res.values, ref.values))
+            verified.append(step)
+    return {"steps": steps, "untracked_seconds": sum(t_plain), "tracked_seconds": sum(t_tracked),
+            "ratio": float(np.median(np.asarray(t_tracked) / np.maximum(t_plain, 1e-12))),
+            "ratio_of_totals": sum(t_tracked) / max(sum(t_plain), 1e-12),
+            "matvecs_per_step": float(np.mean(tracker.matvecs)),
+            "cold_matvecs": cold_matvecs, "verified_steps": verified, "verified_rel_errors": errors,
             "max_verified_rel_error": max(errors) if errors else float("nan"),
-            "sharpness_first": tracker.values[0][0], "sharpness_last": tracker.values[-1][0]}
-
-
-def measure_hvp_cost(objective: Objective, theta: torch.Tensor, block: int = 2, repeats: int = 5) -> dict[str, float]:
-    """Seconds of one gradient and of one Hessian-vector product (single and per vector in a block).
-
-    With ``c`` the cost of one product in gradients and ``m`` products per tracked step, tracking
-    every step costs about ``1 + m * c`` untracked steps: the cost model behind the tracking benchmark.
-    """
-    dev = theta.device
-    g_fn = torch.func.grad(objective)
-    v = torch.randn(theta.numel(), block, dtype=theta.dtype, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
-
-    def timed(fn: Callable[[], object]) -> float:
-        fn()  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            _sync(dev)
-            t0 = time.perf_counter()
-            fn()
-            _sync(dev)
-            best = min(best, time.perf_counter() - t0)
-        return best
-
-    out = {"gradient": timed(lambda: g_fn(theta))}
-    for method in ("reverse", "forward"):
-        out[f"hvp_{method}"] = timed(lambda: HessianOperator(objective, theta, method).matvec(v[:, 0]))
-        out[f"hvp_{method}_block{block}_per_vector"] = timed(
-            lambda: HessianOperator(objective, theta, method).matmat(v)) / block
-    return out
+            "max_relative_residual": max(rel_res), "sharpness_first": tracker.values[warm_from][0],
+            "sharpness_last": tracker.values[-1][0], "fused": fused, "amortised": amortised,
+            "block_size": block_size, "tol": tol, "warm_from": warm_from, "hvp_method": hvp_method}

@@ -8,7 +8,11 @@ here therefore
 * run Lanczos with *full* re-orthogonalisation until every wanted Ritz pair has a
   small residual, and report the explicit residual norms ``||H v - lambda v||``;
 * accept a warm start (previous eigenvectors) to save matrix-vector products;
-* work on any device, with batched HVPs through ``torch.func.vmap``.
+* work on any device, with batched HVPs through ``torch.func.vmap``;
+* fuse the gradient of a training step with a block of HVPs at the same iterate
+  (:func:`grad_and_hvps`), so that per-step tracking does not pay for the gradient twice.
+
+:func:`time_hvps` measures what a gradient and a product cost on the current device.
 
 All are tested against the dense spectrum from ``torch.linalg.eigvalsh`` on small nets.
 """
@@ -16,12 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Callable
 
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import grad, grad_and_value, jvp, vmap
 
-from .config import ConfigError
+from .config import ConfigError, require_positive_int
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,13 +69,15 @@ class HessianOperator:
         self.n_matvec = 0
         self._grad: torch.Tensor | None = None
         self._leaf: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None
 
     def _reverse_graph(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._grad is None:
             leaf = self.theta.clone().requires_grad_(True)
             with torch.enable_grad():
-                g, = torch.autograd.grad(self.objective(leaf), leaf, create_graph=True)
-            self._leaf, self._grad = leaf, g
+                loss = self.objective(leaf)
+                g, = torch.autograd.grad(loss, leaf, create_graph=True)
+            self._leaf, self._grad, self._loss = leaf, g, loss.detach()
         return self._leaf, self._grad
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -96,6 +103,19 @@ class HessianOperator:
             out = torch.autograd.grad(g, leaf, V.T.contiguous(), retain_graph=True, is_grads_batched=True)[0]
         return out.T
 
+    def grad_and_matmat(self, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, gradient, H V)`` at ``theta`` from one differentiation of the objective.
+
+        ``forward``: :func:`grad_and_hvps` (``jvp`` of ``grad_and_value``, vmapped over the tangents).
+        ``reverse``: the gradient graph built for the products (``create_graph``) also yields the
+        gradient itself. Either way the gradient is computed once; ``n_matvec`` grows by ``V.shape[1]``.
+        """
+        if self.method == "forward":
+            self.n_matvec += V.shape[1]
+            return grad_and_hvps(self.objective, self.theta, V)
+        HV = self.matmat(V)  # builds (once) the gradient graph it differentiates
+        return self._loss, self._grad.detach(), HV
+
     def dense(self) -> torch.Tensor:
         """The full ``dim x dim`` Hessian (small models only; tests and teaching)."""
         if self.dim > 20000:
@@ -106,6 +126,28 @@ class HessianOperator:
 def hvp(objective: Objective, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """One Hessian-vector product ``H(theta) v`` by forward-over-reverse differentiation."""
     return jvp(grad(objective), (theta.detach(),), (v.to(theta.dtype),))[1]
+
+
+def grad_and_hvps(objective: Objective, theta: torch.Tensor,
+                  V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, gradient and ``H V`` (``V``: ``(dim, b)``) at ``theta`` in one ``torch.func`` call.
+
+    Forward-over-reverse: ``jvp`` of ``grad_and_value`` with ``vmap`` over the ``b`` tangents only.
+    The primal ``theta`` is not batched, so the loss and the gradient are computed once and only
+    the tangent part of the computation is batched: a GD step that also needs ``H V`` at the same
+    iterate gets its gradient for free. Returns ``(loss, grad, HV)`` with ``HV`` of shape ``(dim, b)``.
+    """
+    if V.dim() != 2 or V.shape[0] != theta.numel():
+        raise ConfigError(f"V must have shape (dim, b) = ({theta.numel()}, b); got {tuple(V.shape)}.")
+    theta = theta.detach()
+    f = grad_and_value(objective)
+
+    def one(v: torch.Tensor):
+        (g, loss), (hv, _) = jvp(f, (theta,), (v,))
+        return g, loss, hv
+
+    g, loss, HV = vmap(one, in_dims=1, out_dims=(0, 0, 1))(V.to(theta.dtype))
+    return loss[0], g[0], HV
 
 
 def dense_hessian(objective: Objective, theta: torch.Tensor) -> torch.Tensor:
@@ -281,3 +323,59 @@ def vector_angle(u: torch.Tensor, v: torch.Tensor) -> float:
     """Angle in degrees between the lines spanned by ``u`` and ``v`` (sign-invariant, in [0, 90])."""
     c = abs(float(torch.dot(u.double(), v.double()) / (u.double().norm() * v.double().norm())))
     return math.degrees(math.acos(min(1.0, c)))
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued kernels on a CUDA ``device`` (a no-op on the CPU), before reading a clock."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_hvps(objective: Objective, theta: torch.Tensor, block: int = 8, repeats: int = 10,
+              seed: int = 0) -> dict[str, float]:
+    """Best-of-``repeats`` wall times (seconds) of a gradient and of Hessian-vector products.
+
+    Keys (times): ``gradient``; ``hvp_reverse`` (double backward, gradient graph rebuilt, as for a
+    new iterate) and ``hvp_forward`` (``jvp`` of ``grad``) for one vector;
+    ``hvp_reverse_block_per_vector`` and ``hvp_forward_block_per_vector`` (``block`` products in one
+    batched call, divided by ``block``); ``grad_and_block_reverse`` and ``grad_and_block_forward``
+    (gradient plus ``block`` products at one iterate, :meth:`HessianOperator.grad_and_matmat`).
+    For every time key except ``gradient`` there is ``ratio_<key>`` = time / gradient time (the
+    cost ``c`` of the cost model, in gradients), and ``block`` is echoed. The methods are timed
+    round-robin so that a burst of load hits all alike. Timings only; the tests assert no times.
+    """
+    require_positive_int("block", block)
+    require_positive_int("repeats", repeats)
+    theta = theta.detach()
+    dev = theta.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    V = torch.randn(theta.numel(), block, generator=gen, dtype=theta.dtype, device=dev)
+
+    def gradient() -> torch.Tensor:
+        leaf = theta.clone().requires_grad_(True)
+        return torch.autograd.grad(objective(leaf), leaf)[0]
+
+    fns: dict[str, Callable[[], object]] = {"gradient": gradient}
+    for method in ("reverse", "forward"):
+        op = lambda m=method: HessianOperator(objective, theta, m)  # noqa: E731  (a fresh iterate each call)
+        fns[f"hvp_{method}"] = lambda op=op: op().matvec(V[:, 0])
+        fns[f"hvp_{method}_block"] = lambda op=op: op().matmat(V)
+        fns[f"grad_and_block_{method}"] = lambda op=op: op().grad_and_matmat(V)
+    best = {name: float("inf") for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up: first-call overheads are not the products' cost
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync(dev)
+            t0 = time.perf_counter()
+            fn()
+            sync(dev)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    out = {}
+    for name, t in best.items():
+        per_vector = name.startswith("hvp_") and name.endswith("_block")
+        out[name + "_per_vector" if per_vector else name] = t / block if per_vector else t
+    for key in [k for k in out if k != "gradient"]:
+        out[f"ratio_{key}"] = out[key] / out["gradient"]
+    out["block"] = float(block)
+    return out

@@ -4,7 +4,11 @@
   ``S = lambda_1(H)`` and the preconditioned sharpness ``lambda_1(P^{-1}H)`` against Adam's
   threshold ``(2 + 2 beta1)/((1 - beta1) eta)`` (38/eta for beta1 = 0.9; Cohen et al. 2022).
 * ``adaptive_generalisation`` - GD, SGD, Adam and Clipped-Ada (several clips ``c``) trained to the
-  same training loss, several seeds: test accuracy and final sharpness.
+  same training loss, several seeds: test accuracy and final sharpness. The runs train as vmapped
+  populations (one per optimizer: the seeds, and for Clipped-Ada the clips, are its members;
+  :func:`instabilities.population.train_sweep`); at full scale the sweep checkpoints and resumes.
+* ``adam_aeos_cifar10``, ``adaptive_generalisation_cifar10`` - the same at full scale on the first
+  5,120 CIFAR-10 images (need a local copy of CIFAR-10; ``reproduce`` skips them otherwise).
 
 Clipped-Ada is our reconstruction (see :class:`optim.ClippedAda`): the exact form is inferred from
 the authors' code, not read in the paper.
@@ -12,19 +16,18 @@ the authors' code, not read in the paper.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import curvature, experiments
-from .config import (Config, ConfigError, require_choice, require_in_range, require_nonnegative, require_positive,
+from . import experiments
+from .config import (ConfigError, require_choice, require_in_range, require_nonnegative, require_positive,
                      require_positive_int)
-from .data import DATASETS
-from .exp_sgd import default_full_dataset
-from .losses import LOSSES
-from .models import ACTIVATIONS, ModelSpec
+from .exp_common import CHECKPOINT_EVERY, NetConfig
+from .population import batched_top_eigenpairs, sweep_groups, train_sweep
 from .preconditioned import PreconditionedSharpnessTracker, adam_threshold
 from .train import TrainConfig, build_problem, train
 
@@ -46,13 +49,11 @@ def clipped_sharpness_cap(lr: float, beta1: float, clip: float, eps: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
-class _NetConfig(Config):
-    dataset: str = "digits"
+class _AdaptiveNetConfig(NetConfig):
+    """The network of :class:`~instabilities.exp_common.NetConfig` plus Adam's ``beta1``, ``beta2``, ``eps``."""
+
     n_train: int = 256
-    n_test: int = 297
     widths: tuple[int, ...] = (16, 16)
-    activation: str = "tanh"
-    loss: str = "mse"
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -60,21 +61,15 @@ class _NetConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        require_choice("dataset", self.dataset, DATASETS)
-        require_choice("loss", self.loss, LOSSES)
-        require_choice("activation", self.activation, tuple(ACTIVATIONS))
-        require_positive_int("n_train", self.n_train)
-        require_positive_int("n_test", self.n_test)
         require_in_range("beta1", self.beta1, 0.0, 0.999)
         require_in_range("beta2", self.beta2, 1e-6, 0.999999)
         require_nonnegative("eps", self.eps)
         require_positive("eig_tol", self.eig_tol)
 
-    def _train_config(self, optimizer: str, lr: float, clip: float, **kw) -> TrainConfig:
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train, n_test=self.n_test,
-                           model=ModelSpec("mlp", self.widths, self.activation), loss=self.loss, optimizer=optimizer,
-                           lr=lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
-                           clip=clip if math.isfinite(clip) else 1.0, eig_tol=self.eig_tol, **kw)
+    def method_config(self, optimizer: str, lr: float, clip: float, **kw) -> TrainConfig:
+        """The :class:`TrainConfig` of one ``(optimizer, lr, clip)`` run (``clip=inf``: no clip)."""
+        return self.train_config(optimizer=optimizer, lr=lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                 clip=clip if math.isfinite(clip) else 1.0, eig_tol=self.eig_tol, **kw)
 
 
 def _check_runs(runs) -> None:
@@ -92,7 +87,7 @@ def _check_runs(runs) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveEoSConfig(_NetConfig):
+class AdaptiveEoSConfig(_AdaptiveNetConfig):
     """Full-batch runs ``(optimizer, lr, clip)`` tracked every ``track_every`` steps."""
 
     runs: tuple[tuple[str, float, float], ...] = (("adam", 0.005, math.inf), ("adam", 0.01, math.inf),
@@ -119,9 +114,11 @@ def run_adam_aeos(cfg: AdaptiveEoSConfig, device: str = "cpu", progress: Progres
            "train_loss": np.full((n, cfg.steps + 1), np.nan), "precond_min": np.full((n, n_track), np.nan),
            "precond_max": np.full((n, n_track), np.nan), "diverged": np.zeros(n, bool)}
     for i, (opt, lr, clip) in enumerate(cfg.runs):
-        tcfg = cfg._train_config(opt, lr, clip, steps=cfg.steps, seed=cfg.seed, eig_every=cfg.track_every,
+        tcfg = cfg.method_config(opt, lr, clip, steps=cfg.steps, seed=cfg.seed, eig_every=cfg.track_every,
                                  device=device)
-        hist = train(tcfg, callbacks=[PreconditionedSharpnessTracker(cfg.track_every, tol=cfg.eig_tol)])
+        step_progress = (lambda s, t, i=i: progress(i * cfg.steps + s, n * cfg.steps)) if progress else None
+        hist = train(tcfg, callbacks=[PreconditionedSharpnessTracker(cfg.track_every, tol=cfg.eig_tol)],
+                     progress=step_progress)
         s = hist.sharpness
         out["sharpness"][i, :len(s)] = s
         slots = np.asarray(hist.extra.get("precond_step", []), int) // cfg.track_every
@@ -129,8 +126,6 @@ def run_adam_aeos(cfg: AdaptiveEoSConfig, device: str = "cpu", progress: Progres
             out[key][i, slots] = hist.extra.get(key, [])
         out["train_loss"][i, :len(hist.train_loss)] = hist.train_loss
         out["diverged"][i] = hist.diverged
-        if progress is not None:
-            progress(i + 1, n)
     out["eig_steps"] = np.arange(n_track) * cfg.track_every
     out["lrs"] = np.asarray([r[1] for r in cfg.runs], float)
     out["clips"] = np.asarray([r[2] for r in cfg.runs], float)
@@ -142,7 +137,7 @@ def run_adam_aeos(cfg: AdaptiveEoSConfig, device: str = "cpu", progress: Progres
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneralisationConfig(_NetConfig):
+class GeneralisationConfig(_AdaptiveNetConfig):
     """GD (full batch), then SGD, Adam and Clipped-Ada for each clip in ``clips`` (minibatch ``batch_size``)."""
 
     batch_size: int = 32
@@ -173,60 +168,80 @@ class GeneralisationConfig(_NetConfig):
                 + [("clipped_ada", self.adam_lr, c) for c in self.clips])
 
 
-def run_adaptive_generalisation(cfg: GeneralisationConfig, device: str = "cpu",
-                                progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Arrays of shape ``(n_methods, n_seeds)``: test accuracy, final sharpness, steps to ``stop_loss``."""
+def run_adaptive_generalisation(cfg: GeneralisationConfig, device: str = "cpu", progress: Progress | None = None,
+                                experiment: str = "adaptive_generalisation") -> dict[str, np.ndarray]:
+    """Arrays of shape ``(n_methods, n_seeds)``: test accuracy, final sharpness, steps to ``stop_loss``.
+
+    The runs train as one population per optimizer; the final sharpness of every run comes from
+    batched Lanczos (:func:`instabilities.population.batched_top_eigenpairs`, tolerance ``eig_tol``).
+    A ``full``-scale run checkpoints under ``experiments.checkpoint_path(experiment, cfg, "sweep")``
+    and resumes from there.
+    """
     methods = cfg.methods()
     shape = (len(methods), len(cfg.seeds))
+    grid = [(i, k) for i in range(shape[0]) for k in range(shape[1])]
+    configs = [cfg.method_config(*methods[i], batch_size=None if methods[i][0] == "gd" else cfg.batch_size,
+                                 steps=cfg.max_steps, seed=cfg.seeds[k], stop_loss=cfg.stop_loss, device=device)
+               for i, k in grid]
+    total = len(sweep_groups(configs)) * cfg.max_steps + 1
+    ckpt = experiments.checkpoint_path(experiment, cfg, "sweep") if cfg.scale == "full" else None
+    hist = train_sweep(configs, progress=(lambda s, n: progress(s, total)) if progress else None, keep_theta=True,
+                       checkpoint_path=ckpt, checkpoint_every=CHECKPOINT_EVERY)
+    prob = build_problem(configs[0])  # data, model and objective do not depend on the seed or the optimizer
+    dtype, dev = prob.flat.theta0.dtype, prob.flat.theta0.device
+    top = batched_top_eigenpairs(prob.objective, torch.as_tensor(np.nan_to_num(hist.theta), dtype=dtype, device=dev), 1,
+                          max_iter=200, tol=cfg.eig_tol, active=torch.as_tensor(~hist.diverged, device=dev))
+    sharp = top.values[:, 0].double().cpu().numpy()
     out = {k: np.full(shape, np.nan) for k in ("test_acc", "sharpness", "steps", "train_loss")}
     out["diverged"] = np.zeros(shape, bool)
     out["reached"] = np.zeros(shape, bool)
-    total, done = int(np.prod(shape)), 0
-    for i, (opt, lr, clip) in enumerate(methods):
-        for k, seed in enumerate(cfg.seeds):
-            tcfg = cfg._train_config(opt, lr, clip, batch_size=None if opt == "gd" else cfg.batch_size,
-                                     steps=cfg.max_steps, seed=seed, stop_loss=cfg.stop_loss, device=device)
-            prob = build_problem(tcfg)
-            hist = train(tcfg, keep_theta=True, problem=prob)
-            out["steps"][i, k] = hist.step[-1]
-            out["train_loss"][i, k] = hist.train_loss[-1]
-            out["diverged"][i, k] = hist.diverged
-            out["reached"][i, k] = (not hist.diverged) and hist.train_loss[-1] < cfg.stop_loss
-            if not hist.diverged:
-                out["test_acc"][i, k] = hist.test_acc[-1]
-                theta = torch.as_tensor(hist.theta_final, device=prob.flat.theta0.device)
-                out["sharpness"][i, k] = curvature.sharpness(prob.objective, theta, tol=cfg.eig_tol)
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    for p, (i, k) in enumerate(grid):
+        out["steps"][i, k] = hist.final_step[p]
+        out["train_loss"][i, k] = hist.final_train_loss[p]
+        out["diverged"][i, k] = hist.diverged[p]
+        out["reached"][i, k] = (not hist.diverged[p]) and hist.final_train_loss[p] < cfg.stop_loss
+        if not hist.diverged[p]:
+            out["test_acc"][i, k] = hist.test_acc[p]
+            out["sharpness"][i, k] = sharp[p]
+    if progress is not None:
+        progress(total, total)
     out["labels"] = np.asarray([method_label(*m) for m in methods])
     out["optimizers"] = np.asarray([m[0] for m in methods])
     out["clips"] = np.asarray([m[2] for m in methods], float)
     return out
 
 
-_FULL_DATASET, _FULL_N, _FULL_TEST = default_full_dataset()
+_AEOS_FULL = dict(widths=(256, 256), steps=20_000, track_every=200, eig_tol=1e-4,
+                  runs=(("adam", 2e-4, math.inf), ("adam", 5e-4, math.inf), ("clipped_ada", 2e-4, 1e-3)))
+_GEN_FULL = dict(widths=(256, 256), batch_size=64, gd_lr=0.1, adam_lr=1e-3, clips=(3e-4, 1e-3, 3e-3, 1e-2),
+                 seeds=(0, 1, 2, 3, 4), max_steps=50_000, stop_loss=0.01, eig_tol=1e-4)
+_CIFAR10 = dict(dataset="cifar10", n_train=5120, n_test=2000)
+_NEEDS_CIFAR10 = " Needs a local copy of CIFAR-10 (see data.load_dataset)."
 
 experiments.register(
     "adam_aeos", chapter="adaptive_methods",
     description="Full-batch Adam / Clipped-Ada: raw vs preconditioned sharpness against 38/eta.",
-    configs={
-        "ci": AdaptiveEoSConfig(scale="ci"),
-        "full": AdaptiveEoSConfig(scale="full", dataset=_FULL_DATASET, n_train=_FULL_N, n_test=_FULL_TEST,
-                                  widths=(256, 256), runs=(("adam", 2e-4, math.inf), ("adam", 5e-4, math.inf),
-                                                           ("clipped_ada", 2e-4, 1e-3)),
-                                  steps=20_000, track_every=200, eig_tol=1e-4),
-    },
+    configs={"ci": AdaptiveEoSConfig(scale="ci"),
+             "full": AdaptiveEoSConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_AEOS_FULL)},
+    run=run_adam_aeos)
+
+experiments.register(
+    "adam_aeos_cifar10", chapter="adaptive_methods",
+    description="adam_aeos at full scale on the first 5,120 CIFAR-10 images." + _NEEDS_CIFAR10,
+    configs={"ci": AdaptiveEoSConfig(scale="ci", dataset="cifar10"),
+             "full": AdaptiveEoSConfig(scale="full", **_CIFAR10, **_AEOS_FULL)},
     run=run_adam_aeos)
 
 experiments.register(
     "adaptive_generalisation", chapter="adaptive_methods",
     description="Test accuracy and final sharpness of GD, SGD, Adam and Clipped-Ada at equal training loss.",
-    configs={
-        "ci": GeneralisationConfig(scale="ci"),
-        "full": GeneralisationConfig(scale="full", dataset=_FULL_DATASET, n_train=_FULL_N, n_test=_FULL_TEST,
-                                     widths=(256, 256), batch_size=64, gd_lr=0.1, adam_lr=1e-3,
-                                     clips=(3e-4, 1e-3, 3e-3, 1e-2), seeds=(0, 1, 2, 3, 4), max_steps=50_000,
-                                     stop_loss=0.01, eig_tol=1e-4),
-    },
-    run=run_adaptive_generalisation)
+    configs={"ci": GeneralisationConfig(scale="ci"),
+             "full": GeneralisationConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_GEN_FULL)},
+    run=run_adaptive_generalisation, resumable=True)
+
+experiments.register(
+    "adaptive_generalisation_cifar10", chapter="adaptive_methods",
+    description="adaptive_generalisation at full scale on the first 5,120 CIFAR-10 images." + _NEEDS_CIFAR10,
+    configs={"ci": GeneralisationConfig(scale="ci", dataset="cifar10"),
+             "full": GeneralisationConfig(scale="full", **_CIFAR10, **_GEN_FULL)},
+    run=functools.partial(run_adaptive_generalisation, experiment="adaptive_generalisation_cifar10"), resumable=True)

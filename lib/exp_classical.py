@@ -1,29 +1,29 @@
 """Experiments of the classical chapters: sharpness during GD, and how to measure it correctly.
 
-* ``sharpness_two_lrs`` - full-batch GD on a tanh MLP at two step sizes, tracking the sharpness
-  :math:`S(\\theta_t)` (Lanczos with residuals) against the thresholds :math:`2/\\eta`.
+* ``sharpness_two_lrs`` - full-batch GD on a tanh MLP at two step sizes (one vmapped population),
+  tracking the sharpness :math:`S(\\theta_t)` (Lanczos with residuals) against the thresholds :math:`2/\\eta`.
 * ``solver_accuracy`` - train a small net into the edge of stability, where the top Hessian
   eigenvalues cluster near :math:`2/\\eta`, then compare the dense spectrum (truth) with Lanczos,
   power iteration with a relative-change stopping rule, and a tiny-Krylov Lanczos; and count
   Hessian-vector products with and without warm starts across consecutive GD steps.
 
-Helpers used by the chapter and the tests: :func:`dense_hessian_blocked`, :func:`compare_solvers`,
-:func:`warm_start_matvecs`, :func:`hvp_cost`.
+Helpers used by the chapter and the tests: :func:`dense_hessian_blocked`, :func:`solvers_vs_dense_spectrum`,
+:func:`warm_start_matvecs` (what a product costs: ``curvature.time_hvps``).
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Callable
 
 import numpy as np
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import grad
 
 from . import curvature, experiments
 from .config import (Config, ConfigError, require_choice, require_nonnegative, require_positive,
                      require_positive_int)
 from .data import DATASETS
+from .exp_common import NetConfig, run_population
 from .models import ACTIVATIONS, ModelSpec
 from .train import Problem, TrainConfig, build_problem, train
 
@@ -48,7 +48,7 @@ def dense_hessian_blocked(op: curvature.HessianOperator, block: int = 256) -> to
     return 0.5 * (H + H.T)
 
 
-def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4, lanczos_tol: float = 1e-8,
+def solvers_vs_dense_spectrum(objective: Objective, theta: torch.Tensor, k: int = 4, lanczos_tol: float = 1e-8,
                     lanczos_max_iter: int = 300, power_tol: float = 1e-3, power_max_iter: int = 100,
                     tiny_krylov: int | None = None, dense: bool = True, n_dense_top: int = 20,
                     block: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
@@ -60,6 +60,7 @@ def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4, lancz
     ``tiny`` (Lanczos with ``tiny_krylov`` steps, default ``2k``, no convergence check), plus
     ``reference_values`` (top ``n_dense_top`` eigenvalues) and ``reference_spectrum`` (all of them)
     from the dense Hessian when ``dense`` is true, else from Lanczos run to ``1e-10``.
+    Accuracy only; for wall times see ``block_eigs.time_eigensolvers`` and ``curvature.time_hvps``.
     """
     require_positive_int("k", k)
     tiny_krylov = 2 * k if tiny_krylov is None else tiny_krylov
@@ -121,64 +122,15 @@ def warm_start_matvecs(objective: Objective, theta: torch.Tensor, lr: float, ste
             "cold_values": np.stack(cold_v), "warm_values": np.stack(warm_v), "loss": np.asarray(losses)}
 
 
-def hvp_cost(objective: Objective, theta: torch.Tensor, repeats: int = 10, block: int = 8) -> dict[str, float]:
-    """Best-of-``repeats`` wall time (seconds) of a gradient and of Hessian-vector products, and their ratios.
-
-    Keys: ``gradient``, ``hvp_reverse`` (double backward, graph rebuilt per call), ``hvp_forward``
-    (``jvp`` of ``grad``), ``hvp_block_per_vector`` (``block`` products batched with ``vmap``,
-    divided by ``block``), and ``ratio_*`` = each HVP time / gradient time. Timings only; nothing
-    here is asserted by the tests.
-    """
-    require_positive_int("repeats", repeats)
-    require_positive_int("block", block)
-    theta = theta.detach()
-    gen = torch.Generator(device=theta.device).manual_seed(0)
-    v = torch.randn(theta.shape, generator=gen, dtype=theta.dtype, device=theta.device)
-    V = torch.randn((block, *theta.shape), generator=gen, dtype=theta.dtype, device=theta.device)
-
-    def gradient() -> torch.Tensor:
-        leaf = theta.clone().requires_grad_(True)
-        return torch.autograd.grad(objective(leaf), leaf)[0]
-
-    def hvp_reverse() -> torch.Tensor:
-        leaf = theta.clone().requires_grad_(True)
-        g, = torch.autograd.grad(objective(leaf), leaf, create_graph=True)
-        return torch.autograd.grad(g, leaf, v)[0]
-
-    def hvp_forward() -> torch.Tensor:
-        return jvp(grad(objective), (theta,), (v,))[1]
-
-    def hvp_block() -> torch.Tensor:
-        return vmap(lambda u: jvp(grad(objective), (theta,), (u,))[1])(V)
-
-    fns = {"gradient": gradient, "hvp_reverse": hvp_reverse, "hvp_forward": hvp_forward, "hvp_block": hvp_block}
-    best = {name: float("inf") for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):  # round-robin, so that a burst of load hits every method alike
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if theta.is_cuda:
-                torch.cuda.synchronize()
-            best[name] = min(best[name], time.perf_counter() - t0)  # the least disturbed run
-    out = {"gradient": best["gradient"], "hvp_reverse": best["hvp_reverse"], "hvp_forward": best["hvp_forward"],
-           "hvp_block_per_vector": best["hvp_block"] / block}
-    for key in ("hvp_reverse", "hvp_forward", "hvp_block_per_vector"):
-        out[f"ratio_{key}"] = out[key] / out["gradient"]
-    return out
-
-
 # =========================================================================== sharpness at two step sizes
 @dataclasses.dataclass(frozen=True)
-class SharpnessTwoLrsConfig(Config):
-    """Full-batch GD (MSE) at several step sizes, tracking the top Hessian eigenvalue."""
+class SharpnessTwoLrsConfig(NetConfig):
+    """Full-batch GD at several step sizes, tracking the top Hessian eigenvalue (network fields from
+    :class:`~instabilities.exp_common.NetConfig`)."""
 
     dataset: str = "mnist1d"
     n_train: int = 500
     n_test: int = 200  # test metrics are only logged at the end of a run
-    widths: tuple[int, ...] = (32, 32)
-    activation: str = "tanh"
     lrs: tuple[float, ...] = (0.25, 0.5)
     steps: int = 600
     eig_every: int = 20
@@ -189,11 +141,7 @@ class SharpnessTwoLrsConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        require_choice("dataset", self.dataset, DATASETS)
-        require_choice("activation", self.activation, tuple(ACTIVATIONS))
         require_choice("dtype", self.dtype, ("float32", "float64"))
-        require_positive_int("n_train", self.n_train)
-        require_positive_int("n_test", self.n_test)
         require_positive_int("steps", self.steps)
         require_positive_int("eig_every", self.eig_every)
         require_positive_int("n_eigs", self.n_eigs)
@@ -205,50 +153,33 @@ class SharpnessTwoLrsConfig(Config):
         if self.eig_every > self.steps:
             raise ConfigError(f"eig_every={self.eig_every} exceeds steps={self.steps}; lower eig_every.")
 
-    def train_config(self, lr: float, device: str = "cpu") -> TrainConfig:
+    def gd_config(self, lr: float, device: str = "cpu") -> TrainConfig:
         """The :class:`~instabilities.train.TrainConfig` of the run at step size ``lr``."""
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train, n_test=self.n_test,
-                           model=ModelSpec("mlp", tuple(self.widths), self.activation), loss="mse",
-                           optimizer="gd", lr=lr, steps=self.steps, seed=self.seed, eig_every=self.eig_every,
-                           n_eigs=self.n_eigs, eig_tol=self.eig_tol, device=device, dtype=self.dtype)
+        return self.train_config(optimizer="gd", lr=float(lr), steps=self.steps, seed=self.seed,
+                                 eig_every=self.eig_every, n_eigs=self.n_eigs, eig_tol=self.eig_tol, device=device,
+                                 dtype=self.dtype)
 
 
 def run_sharpness_two_lrs(cfg: SharpnessTwoLrsConfig, device: str = "cpu",
                           progress: Progress | None = None) -> dict[str, np.ndarray]:
-    """Train at each step size; arrays padded with NaN after a divergence.
+    """Train all step sizes as one vmapped population; arrays padded with NaN after a divergence.
 
     ``train_loss`` is ``(len(lrs), steps+1)``; ``eigs`` is ``(len(lrs), n_evals, n_eigs)`` at
-    ``eig_step``; ``sharpness = eigs[..., 0]``; ``eig_residuals`` and ``eig_matvecs`` alongside.
+    ``eig_step``; ``sharpness = eigs[..., 0]``; ``eig_residuals`` alongside. ``eig_matvecs``
+    ``(len(lrs), n_evals)`` counts the products per member of the batched Lanczos (which runs until
+    every member has converged, so the count is shared); ``wall_seconds`` is the population's.
+    At scale ``full`` it checkpoints and resumes (:func:`instabilities.exp_common.run_population`).
     """
-    m, n_evals = len(cfg.lrs), cfg.steps // cfg.eig_every + 1
-    train_loss = np.full((m, cfg.steps + 1), np.nan)
-    train_acc = np.full((m, cfg.steps + 1), np.nan)
-    eigs = np.full((m, n_evals, cfg.n_eigs), np.nan)
-    residuals = np.full((m, n_evals, cfg.n_eigs), np.nan)
-    matvecs = np.zeros((m, n_evals), dtype=np.int64)
-    diverged = np.zeros(m, dtype=bool)
-    diverged_step = np.full(m, -1)
-    wall = np.zeros(m)
-    n_params = 0
-    for i, lr in enumerate(cfg.lrs):
-        tcfg = cfg.train_config(lr, device)
-        prob = build_problem(tcfg)
-        n_params = prob.flat.dim
-        step_progress = (lambda s, total, i=i: progress(i * cfg.steps + s, m * cfg.steps)) if progress else None
-        hist = train(tcfg, problem=prob, progress=step_progress)
-        n = len(hist.train_loss)
-        train_loss[i, :n] = hist.train_loss
-        train_acc[i, :n] = hist.train_acc
-        ne = len(hist.eigs)
-        eigs[i, :ne] = np.asarray(hist.eigs)
-        residuals[i, :ne] = np.asarray(hist.eig_residuals)
-        matvecs[i, :ne] = hist.eig_matvecs
-        diverged[i], diverged_step[i], wall[i] = hist.diverged, hist.diverged_step, hist.wall_seconds
+    configs = [cfg.gd_config(lr, device) for lr in cfg.lrs]
+    prob = build_problem(configs[0])
+    pop = run_population(configs, progress=progress, name="sharpness_two_lrs", cfg=cfg, problem=prob)
+    m = len(cfg.lrs)
     return {"lrs": np.asarray(cfg.lrs, dtype=np.float64), "step": np.arange(cfg.steps + 1),
-            "eig_step": np.arange(n_evals) * cfg.eig_every, "train_loss": train_loss, "train_acc": train_acc,
-            "eigs": eigs, "sharpness": eigs[..., 0], "eig_residuals": residuals, "eig_matvecs": matvecs,
-            "diverged": diverged, "diverged_step": diverged_step, "wall_seconds": wall,
-            "n_params": np.asarray(n_params)}
+            "eig_step": pop.eig_step, "train_loss": pop.train_loss, "train_acc": pop.train_acc,
+            "eigs": pop.eigs, "sharpness": pop.eigs[..., 0], "eig_residuals": pop.eig_residuals,
+            "eig_matvecs": np.tile(pop.eig_matvecs, (m, 1)), "diverged": pop.diverged,
+            "diverged_step": pop.diverged_step, "wall_seconds": np.asarray(pop.wall_seconds),
+            "n_params": np.asarray(prob.flat.dim)}
 
 
 experiments.register(
@@ -259,7 +190,7 @@ experiments.register(
         "full": SharpnessTwoLrsConfig(scale="full", n_train=4000, widths=(200, 200), lrs=(0.1, 0.2),
                                       steps=5000, eig_every=20, n_eigs=2, eig_tol=1e-4),
     },
-    run=run_sharpness_two_lrs)
+    run=run_sharpness_two_lrs, resumable=True)
 
 
 # =========================================================================== solver accuracy at the EoS
@@ -320,7 +251,7 @@ def run_solver_accuracy(cfg: SolverAccuracyConfig, device: str = "cpu",
     if hist.diverged:
         raise ConfigError(f"the training run diverged at step {hist.diverged_step}; lower lr={cfg.lr}.")
     theta = torch.as_tensor(hist.theta_final, device=prob.flat.theta0.device)
-    out = compare_solvers(prob.objective, theta, k=cfg.k, lanczos_tol=cfg.lanczos_tol,
+    out = solvers_vs_dense_spectrum(prob.objective, theta, k=cfg.k, lanczos_tol=cfg.lanczos_tol,
                           lanczos_max_iter=cfg.lanczos_max_iter, power_tol=cfg.power_tol,
                           power_max_iter=cfg.power_max_iter, tiny_krylov=cfg.tiny_krylov, dense=cfg.dense,
                           n_dense_top=cfg.n_dense_top, seed=cfg.seed)

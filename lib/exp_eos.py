@@ -4,7 +4,8 @@ non-monotone loss, several eigenvalues at 2/eta, and gradient descent against gr
 Registered experiments (each with a ``ci`` and a ``full`` config):
 
 * ``eos_sweep``    - full-batch GD with MSE on an offline dataset for several step sizes, top
-  Hessian eigenvalues tracked every ``eig_every`` steps;
+  Hessian eigenvalues tracked every ``eig_every`` steps; the step sizes run as one vmapped
+  population (:mod:`instabilities.population`);
 * ``eos_sweep_ce`` - the same with cross-entropy;
 * ``eos_cifar10``  - the canonical setting (fc-tanh 200-200 on the first 5k CIFAR-10 images);
   needs a local copy of CIFAR-10 and raises a clear ``FileNotFoundError`` otherwise;
@@ -14,41 +15,26 @@ Registered experiments (each with a ``ci`` and a ``full`` config):
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import torch
 
 from . import experiments
-from .config import (Config, ConfigError, require_choice, require_positive, require_positive_int)
-from .data import DATASETS
+from .config import ConfigError, require_choice, require_positive, require_positive_int
+from .exp_common import NetConfig, run_population
 from .gradient_flow import distances, gradient_flow
-from .losses import LOSSES
-from .models import ACTIVATIONS, ModelSpec
 from .train import StepContext, TrainConfig, build_problem, train
 
 
-def _check_net(dataset: str, loss: str, widths: tuple[int, ...], activation: str, n_train: int) -> None:
-    require_choice("dataset", dataset, DATASETS)
-    require_choice("loss", loss, LOSSES)
-    require_choice("activation", activation, tuple(ACTIVATIONS))
-    if not isinstance(widths, tuple) or len(widths) == 0:
-        raise ConfigError(f"widths={widths!r} must be a non-empty tuple of hidden widths, e.g. (100, 100).")
-    for w in widths:
-        require_positive_int("width", w)
-    require_positive_int("n_train", n_train)
-    if dataset == "teacher" and loss == "ce":
-        raise ConfigError("the 'teacher' dataset is a regression task; use loss='mse' or a classification dataset.")
-
-
 @dataclasses.dataclass(frozen=True)
-class EosSweepConfig(Config):
+class EosSweepConfig(NetConfig):
     """Full-batch GD on an MLP for several step sizes, with the top ``n_eigs`` Hessian eigenvalues tracked."""
 
     dataset: str = "mnist1d"
     n_train: int = 1000
+    n_test: int = 1000
     widths: tuple[int, ...] = (100, 100)
-    activation: str = "tanh"
-    loss: str = "mse"
     etas: tuple[float, ...] = (0.2, 0.4)
     steps: int = 1000
     eig_every: int = 50
@@ -61,7 +47,6 @@ class EosSweepConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        _check_net(self.dataset, self.loss, self.widths, self.activation, self.n_train)
         if not isinstance(self.etas, tuple) or len(self.etas) == 0:
             raise ConfigError(f"etas={self.etas!r} must be a non-empty tuple of step sizes, e.g. (0.2, 0.4).")
         for eta in self.etas:
@@ -74,59 +59,34 @@ class EosSweepConfig(Config):
         if self.n_hessian is not None:
             require_positive_int("n_hessian", self.n_hessian)
 
-    def train_config(self, eta: float, device: str = "cpu") -> TrainConfig:
+    def gd_config(self, eta: float, device: str = "cpu") -> TrainConfig:
         """The :class:`TrainConfig` of the run with step size ``eta``."""
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train,
-                           n_test=min(1000, _max_test(self.dataset)), model=ModelSpec("mlp", self.widths, self.activation),
-                           loss=self.loss, optimizer="gd", lr=float(eta), steps=self.steps, seed=self.seed,
-                           eig_every=self.eig_every, n_eigs=self.n_eigs, eig_tol=self.eig_tol,
-                           n_hessian=self.n_hessian, stop_acc=self.stop_acc, device=device, dtype=self.dtype)
+        return self.train_config(optimizer="gd", lr=float(eta), steps=self.steps, seed=self.seed,
+                                 eig_every=self.eig_every, n_eigs=self.n_eigs, eig_tol=self.eig_tol,
+                                 n_hessian=self.n_hessian, stop_acc=self.stop_acc, device=device, dtype=self.dtype)
 
 
-def _max_test(dataset: str) -> int:
-    return {"digits": 297, "mnist1d": 1000}.get(dataset, 1000)
+def run_eos_sweep(cfg: EosSweepConfig, device: str = "cpu", progress=None, name: str | None = None) -> dict[str, np.ndarray]:
+    """All step sizes as one vmapped population (same data and initialisation for every eta): losses
+    every step, eigenvalues every ``eig_every`` steps (``nan`` after a divergence or an early stop).
 
-
-def run_eos_sweep(cfg: EosSweepConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Train once per step size; losses every step, eigenvalues every ``eig_every`` steps (``nan``-padded)."""
-    n_eta = len(cfg.etas)
-    n_evals = cfg.steps // cfg.eig_every + 1
-    loss = np.full((n_eta, cfg.steps + 1), np.nan)
-    acc = np.full((n_eta, cfg.steps + 1), np.nan)
-    eigs = np.full((n_eta, n_evals, cfg.n_eigs), np.nan)
-    resid = np.full((n_eta, n_evals, cfg.n_eigs), np.nan)
-    diverged = np.zeros(n_eta, bool)
-    diverged_step = -np.ones(n_eta, int)
-    test_acc = np.full(n_eta, np.nan)
-    problem = None
-    for i, eta in enumerate(cfg.etas):
-        tc = cfg.train_config(eta, device)
-        problem = problem or build_problem(tc)  # same data and initialisation for every eta
-        hist = train(tc, problem=problem,
-                     progress=(lambda s, n, i=i: progress(i * cfg.steps + s, n_eta * cfg.steps)) if progress else None)
-        n = len(hist.train_loss)
-        loss[i, :n], acc[i, :n] = hist.train_loss, hist.train_acc
-        k = len(hist.eigs)
-        if k:
-            eigs[i, :k], resid[i, :k] = np.asarray(hist.eigs), np.asarray(hist.eig_residuals)
-        diverged[i], diverged_step[i] = hist.diverged, hist.diverged_step
-        if hist.test_acc:
-            test_acc[i] = hist.test_acc[-1]
-    return {"etas": np.asarray(cfg.etas, float), "step": np.arange(cfg.steps + 1),
-            "eig_step": np.arange(n_evals) * cfg.eig_every, "train_loss": loss, "train_acc": acc,
-            "eigs": eigs, "eig_residuals": resid, "diverged": diverged, "diverged_step": diverged_step,
-            "test_acc": test_acc}
+    ``name`` (the registered experiment) makes a ``full``-scale run checkpoint and resume
+    (:func:`instabilities.exp_common.run_population`)."""
+    pop = run_population([cfg.gd_config(eta, device) for eta in cfg.etas], progress=progress, name=name, cfg=cfg)
+    return {"etas": np.asarray(cfg.etas, float), "step": np.arange(cfg.steps + 1), "eig_step": pop.eig_step,
+            "train_loss": pop.train_loss, "train_acc": pop.train_acc, "eigs": pop.eigs,
+            "eig_residuals": pop.eig_residuals, "diverged": pop.diverged, "diverged_step": pop.diverged_step,
+            "test_acc": pop.test_acc}
 
 
 @dataclasses.dataclass(frozen=True)
-class EosFlowConfig(Config):
+class EosFlowConfig(NetConfig):
     """GD with step size ``eta`` against the gradient flow (RK4) from the same initialisation."""
 
     dataset: str = "mnist1d"
     n_train: int = 1000
+    n_test: int = 1000
     widths: tuple[int, ...] = (100, 100)
-    activation: str = "tanh"
-    loss: str = "mse"
     eta: float = 0.4
     steps: int = 300
     compare_every: int = 10
@@ -139,7 +99,6 @@ class EosFlowConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        _check_net(self.dataset, self.loss, self.widths, self.activation, self.n_train)
         require_positive("eta", self.eta)
         require_positive_int("steps", self.steps)
         require_positive_int("compare_every", self.compare_every)
@@ -153,17 +112,16 @@ class EosFlowConfig(Config):
         require_positive("eig_tol", self.eig_tol)
         require_choice("dtype", self.dtype, ("float32", "float64"))
 
-    def train_config(self, device: str = "cpu") -> TrainConfig:
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train,
-                           n_test=min(1000, _max_test(self.dataset)), model=ModelSpec("mlp", self.widths, self.activation),
-                           loss=self.loss, optimizer="gd", lr=float(self.eta), steps=self.steps, seed=self.seed,
-                           eig_every=self.compare_every, n_eigs=1, eig_tol=self.eig_tol, device=device,
-                           dtype=self.dtype)
+    def gd_config(self, device: str = "cpu") -> TrainConfig:
+        """The :class:`TrainConfig` of the GD run (sharpness tracked at every comparison step)."""
+        return self.train_config(optimizer="gd", lr=float(self.eta), steps=self.steps, seed=self.seed,
+                                 eig_every=self.compare_every, n_eigs=1, eig_tol=self.eig_tol, device=device,
+                                 dtype=self.dtype)
 
 
 def run_eos_flow(cfg: EosFlowConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
     """GD iterates and sharpness every ``compare_every`` steps, the flow at ``t = eta * step``, and their distance."""
-    tc = cfg.train_config(device)
+    tc = cfg.gd_config(device)
     problem = build_problem(tc)
     snapshots: list[torch.Tensor] = []
 
@@ -202,7 +160,7 @@ experiments.register(
         "full": EosSweepConfig(scale="full", dataset="mnist1d", n_train=4000, etas=(0.05, 0.1, 0.2, 0.4),
                                steps=6000, eig_every=25, n_eigs=4, **_FC_FULL),
     },
-    run=run_eos_sweep)
+    run=functools.partial(run_eos_sweep, name="eos_sweep"), resumable=True)
 
 experiments.register(
     "eos_sweep_ce", chapter="edge_of_stability",
@@ -213,7 +171,7 @@ experiments.register(
         "full": EosSweepConfig(scale="full", dataset="mnist1d", n_train=4000, loss="ce", etas=(0.25, 0.5, 1.0),
                                steps=6000, eig_every=25, n_eigs=2, **_FC_FULL),
     },
-    run=run_eos_sweep)
+    run=functools.partial(run_eos_sweep, name="eos_sweep_ce"), resumable=True)
 
 experiments.register(
     "eos_cifar10", chapter="edge_of_stability",
@@ -225,7 +183,7 @@ experiments.register(
         "full": EosSweepConfig(scale="full", dataset="cifar10", n_train=5000, etas=(0.01, 0.02, 0.04),
                                steps=10000, eig_every=50, n_eigs=2, stop_acc=0.99, **_FC_FULL),
     },
-    run=run_eos_sweep)
+    run=functools.partial(run_eos_sweep, name="eos_cifar10"), resumable=True)
 
 experiments.register(
     "eos_flow", chapter="edge_of_stability",

@@ -4,7 +4,8 @@
   eigenvectors every ``eig_every`` steps; rotation between consecutive measurements (angle of the top
   eigenvector, subspace similarity of the top ``k``), labelled by the phase ``eta S_t < 2`` or ``>= 2``.
 * ``flatness_goldilocks``: final sharpness, test accuracy and divergence across a range of step sizes
-  from stable to divergent, over several seeds, plus sharpness traces.
+  from stable to divergent, over several seeds, plus sharpness traces; all runs train as one vmapped
+  population.
 
 The protocol (full batch, MSE, sharpness by Lanczos on the training set) is ours; the paper's exact
 protocol and numbers were not available to us.
@@ -17,22 +18,17 @@ import numpy as np
 import torch
 
 from . import curvature, experiments
-from .config import (Config, ConfigError, require_choice, require_positive, require_positive_int)
-from .data import DATASETS
-from .models import ACTIVATIONS, ModelSpec
-from .train import History, TrainConfig, train
+from .config import ConfigError, require_positive, require_positive_int
+from .exp_common import NetConfig, run_population
+from .population import population_configs
+from .train import TrainConfig, train
 
 
 @dataclasses.dataclass(frozen=True)
-class NetConfig(Config):
-    """The network part shared by both experiments."""
+class GdSweepConfig(NetConfig):
+    """The part shared by both experiments: the network (:class:`~instabilities.exp_common.NetConfig`),
+    increasing step sizes ``etas``, ``steps`` of full-batch GD and the Lanczos settings."""
 
-    dataset: str = "digits"
-    n_train: int = 400
-    n_test: int = 297
-    widths: tuple[int, ...] = (32, 32)
-    activation: str = "tanh"
-    loss: str = "mse"
     etas: tuple[float, ...] = (0.1, 0.5)
     steps: int = 300
     eig_tol: float = 1e-3
@@ -40,18 +36,9 @@ class NetConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        require_choice("dataset", self.dataset, DATASETS)
-        require_choice("activation", self.activation, tuple(ACTIVATIONS))
-        require_choice("loss", self.loss, ("mse", "ce"))
-        require_positive_int("n_train", self.n_train)
-        require_positive_int("n_test", self.n_test)
         require_positive_int("steps", self.steps)
         require_positive("eig_tol", self.eig_tol)
         require_positive_int("eig_max_iter", self.eig_max_iter)
-        if not self.widths:
-            raise ConfigError("widths=() has no hidden layer; give at least one width, e.g. widths=(32, 32).")
-        for w in self.widths:
-            require_positive_int("width", w)
         if not self.etas:
             raise ConfigError("etas is empty; list the step sizes to sweep, e.g. etas=(0.1, 0.5).")
         for e in self.etas:
@@ -59,18 +46,16 @@ class NetConfig(Config):
         if list(self.etas) != sorted(self.etas):
             raise ConfigError(f"etas={self.etas} must be increasing; sort them.")
 
-    def train_config(self, eta: float, seed: int, **kw) -> TrainConfig:
-        device = kw.pop("device", "cpu")
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train, n_test=self.n_test,
-                           model=ModelSpec(widths=tuple(self.widths), activation=self.activation), loss=self.loss,
-                           optimizer="gd", lr=float(eta), steps=self.steps, seed=seed, eig_tol=self.eig_tol,
-                           eig_max_iter=self.eig_max_iter, device=device, **kw)
+    def gd_config(self, eta: float, seed: int, **kw) -> TrainConfig:
+        """The full-batch GD run at step size ``eta`` from initialisation ``seed``; ``kw`` adds tracking etc."""
+        return self.train_config(optimizer="gd", lr=float(eta), steps=self.steps, seed=seed, eig_tol=self.eig_tol,
+                                 eig_max_iter=self.eig_max_iter, **kw)
 
 
 # -- eigenvector rotation ----------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class RotationConfig(NetConfig):
+class RotationConfig(GdSweepConfig):
     """GD at each of ``etas``; top-``k`` eigenvectors every ``eig_every`` steps."""
 
     k: int = 3
@@ -109,8 +94,9 @@ def run_eigvec_rotation(cfg: RotationConfig, device: str = "cpu", progress=None)
     out["train_loss"] = np.full((n, cfg.steps + 1), np.nan)
     out["diverged"] = np.zeros(n, bool)
     for i, eta in enumerate(cfg.etas):
-        h = train(cfg.train_config(eta, cfg.seed, eig_every=cfg.eig_every, n_eigs=cfg.k, store_eigvecs=True,
-                                   device=device))
+        step_progress = (lambda s, t, i=i: progress(i * cfg.steps + s, n * cfg.steps)) if progress else None
+        h = train(cfg.gd_config(eta, cfg.seed, eig_every=cfg.eig_every, n_eigs=cfg.k, store_eigvecs=True,
+                                device=device), progress=step_progress)
         m = len(h.eig_step)
         out["eig_step"][i, :m] = h.eig_step
         out["sharpness"][i, :m] = h.sharpness
@@ -121,8 +107,6 @@ def run_eigvec_rotation(cfg: RotationConfig, device: str = "cpu", progress=None)
             ang, sim = rotation_between(np.stack(h.eigvecs))
             out["top_angle_deg"][i, :m - 1] = ang
             out["subspace_sim"][i, :m - 1] = sim
-        if progress is not None:
-            progress(i + 1, n)
     out["etas"] = np.asarray(cfg.etas, float)
     return out
 
@@ -145,7 +129,7 @@ def rotation_by_phase(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 # -- Goldilocks sweep ---------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class GoldilocksConfig(NetConfig):
+class GoldilocksConfig(GdSweepConfig):
     """GD for ``steps`` steps at each step size and seed; sharpness every ``trace_every`` steps."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -162,32 +146,27 @@ class GoldilocksConfig(NetConfig):
 
 
 def run_flatness_goldilocks(cfg: GoldilocksConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Final sharpness / test accuracy / train loss per (eta, seed), divergence flags and sharpness traces."""
+    """Final sharpness / test accuracy / train loss per (eta, seed), divergence flags and sharpness traces.
+
+    All ``len(etas) x len(seeds)`` runs train as one vmapped population (:mod:`instabilities.population`);
+    at scale ``full`` it checkpoints and resumes (:func:`instabilities.exp_common.run_population`).
+    """
     n, s = len(cfg.etas), len(cfg.seeds)
-    n_trace = cfg.steps // cfg.trace_every + 1
-    out = {k: np.full((n, s), np.nan) for k in ("final_sharpness", "test_acc", "train_acc", "train_loss",
-                                                  "initial_sharpness")}
-    out["diverged"] = np.zeros((n, s), bool)
-    out["diverged_step"] = np.full((n, s), -1)
-    out["sharpness_trace"] = np.full((n, s, n_trace), np.nan)
-    out["trace_step"] = np.arange(n_trace) * cfg.trace_every
-    done = 0
-    for i, eta in enumerate(cfg.etas):
-        for j, seed in enumerate(cfg.seeds):
-            h: History = train(cfg.train_config(eta, seed, eig_every=cfg.trace_every, n_eigs=1, device=device))
-            sh = h.sharpness
-            out["sharpness_trace"][i, j, :len(sh)] = sh
-            out["initial_sharpness"][i, j] = sh[0]
-            out["diverged"][i, j] = h.diverged
-            out["diverged_step"][i, j] = h.diverged_step
-            if not h.diverged:
-                out["final_sharpness"][i, j] = sh[-1]
-                out["test_acc"][i, j] = h.test_acc[-1]
-                out["train_acc"][i, j] = h.train_acc[-1]
-                out["train_loss"][i, j] = h.train_loss[-1]
-            done += 1
-            if progress is not None:
-                progress(done, n * s)
+    configs = population_configs(cfg.gd_config(cfg.etas[0], cfg.seeds[0], eig_every=cfg.trace_every, n_eigs=1,
+                                               device=device), lrs=cfg.etas, seeds=cfg.seeds)
+    pop = run_population(configs, progress=progress, name="flatness_goldilocks", cfg=cfg)
+
+    def grid(a: np.ndarray) -> np.ndarray:  # members are seed-major (eta varies fastest) -> (eta, seed, ...)
+        a = np.asarray(a)
+        return np.swapaxes(a.reshape((s, n) + a.shape[1:]), 0, 1)
+
+    trace = grid(pop.sharpness)
+    diverged = grid(pop.diverged)
+    out = {"sharpness_trace": trace, "initial_sharpness": trace[:, :, 0], "diverged": diverged,
+           "diverged_step": grid(pop.diverged_step), "trace_step": np.arange(trace.shape[-1]) * cfg.trace_every}
+    for key, value in (("final_sharpness", trace[:, :, -1]), ("test_acc", grid(pop.test_acc)),
+                       ("train_acc", grid(pop.train_acc)[:, :, -1]), ("train_loss", grid(pop.train_loss)[:, :, -1])):
+        out[key] = np.where(diverged, np.nan, value)
     out["etas"] = np.asarray(cfg.etas, float)
     out["seeds"] = np.asarray(cfg.seeds)
     return out
@@ -224,4 +203,4 @@ experiments.register("eigvec_rotation", chapter="rotational_polarity",
                      configs={"ci": _ROT_CI, "full": _ROT_FULL}, run=run_eigvec_rotation)
 experiments.register("flatness_goldilocks", chapter="flatness_bias",
                      description="Final sharpness and test accuracy vs step size (stable -> unstable -> divergent), seeds",
-                     configs={"ci": _GOLD_CI, "full": _GOLD_FULL}, run=run_flatness_goldilocks)
+                     configs={"ci": _GOLD_CI, "full": _GOLD_FULL}, run=run_flatness_goldilocks, resumable=True)

@@ -5,24 +5,37 @@ each run is a chain of small kernels. Stacking the parameters of ``P`` runs into
 ``(P, dim)`` tensor and evaluating ``vmap(grad(loss))`` turns ``P`` small matrix products into
 one batched product per layer, so the population costs little more than a single run.
 
-* :func:`train_population` runs configs that differ only in ``lr``, ``seed`` and ``momentum``
-  (same data, model, loss, steps) as one population. Each member follows exactly the update of
-  :func:`instabilities.train.train` (same initialisation from ``seed``, same minibatch order for
-  SGD, same divergence rule), so a member's trajectory equals the separate run up to float rounding.
+* :func:`train_population` runs configs that differ only in ``lr``, ``seed``, ``momentum``,
+  ``clip``, ``beta1``, ``beta2`` and ``eps`` (same data, model, loss, optimizer, steps) as one
+  population. Each member follows exactly the update of :func:`instabilities.train.train` (same
+  initialisation from ``seed``, same minibatch order for SGD, same divergence rule, the update
+  rules of :mod:`instabilities.optim` for GD/SGD, heavy ball, Nesterov, Adam, RMSProp and
+  Clipped-Ada with per-member hyper-parameters), so a member's trajectory equals the separate
+  run up to float rounding. Optimizer state is elementwise, one ``(P, dim)`` tensor per buffer.
 * Divergent members are masked and recorded (``diverged``, ``diverged_step``); their later
   entries are NaN and they never contaminate the others.
 * Sharpness tracking is batched too: :func:`batched_lanczos` keeps one Krylov basis per member,
-  all on the device, with vmapped Hessian-vector products, warm starts from the previous
-  eigenvectors and a host synchronisation only every ``check_every`` Krylov steps.
+  all on the device, with one Hessian-vector product per Krylov step for the whole population
+  (double backward through a vmapped forward pass, or vmapped ``jvp`` of ``grad``), warm starts
+  from the previous eigenvectors and a host synchronisation only every ``check_every`` Krylov steps.
+* Members that stopped (``stop_loss``/``stop_acc``) or diverged drop out of the batch: later steps
+  compute only the members still training.
 * :func:`train_sweep` splits an arbitrary list of configs (e.g. several batch sizes) into
   compatible populations and returns one merged result.
+* Long runs checkpoint atomically (``checkpoint_path``, ``checkpoint_every``, as in
+  :func:`instabilities.train.train`) and resume bit for bit: the checkpoint holds the parameters,
+  the optimizer buffers, the minibatch generators, permutations and cursor, everything recorded so
+  far, the alive / diverged / stopped state and the warm-start eigenvectors, and is tied to a hash
+  of the whole config list.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import time
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,10 +44,12 @@ from torch.func import grad, grad_and_value, jvp, vmap
 from .config import ConfigError
 from .losses import loss_value
 from .models import build_model, FlatModel
-from .train import Problem, TrainConfig, build_problem, train
+from .train import Problem, TrainConfig, _atomic_torch_save, build_problem, train
 
-VARYING = ("lr", "seed", "momentum")  # fields that may differ inside one population
-SUPPORTED_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
+# fields that may differ inside one population
+VARYING = ("lr", "seed", "momentum", "clip", "beta1", "beta2", "eps")
+SUPPORTED_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "clipped_ada")
+_HYPER = ("lr", "momentum", "clip", "beta1", "beta2", "eps")  # per-member (P, 1) tensors
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,12 +60,18 @@ class PopulationHistory:
     """What a population logged; arrays have one row per member (``P`` members, ``T+1`` steps).
 
     Entries after a member diverged or stopped are NaN. ``eigs[p, e, i]`` is the ``i``-th largest
-    Hessian eigenvalue of member ``p`` at step ``eig_step[e]``.
+    Hessian eigenvalue of member ``p`` at step ``eig_step[e]``. ``theta`` (only with
+    ``keep_theta=True``) holds every member's final parameters, ``(P, dim)``: where it stopped
+    (``stopped_step``) or at the last step; rows of diverged members are NaN.
     """
 
     lr: np.ndarray
     seed: np.ndarray
     momentum: np.ndarray
+    clip: np.ndarray
+    beta1: np.ndarray
+    beta2: np.ndarray
+    eps: np.ndarray
     step: np.ndarray
     train_loss: np.ndarray
     train_acc: np.ndarray
@@ -64,6 +85,7 @@ class PopulationHistory:
     diverged_step: np.ndarray
     stopped_step: np.ndarray
     wall_seconds: float = 0.0
+    theta: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -74,14 +96,45 @@ class PopulationHistory:
         """``(P, n_evals)`` top eigenvalue of every member at every tracked step."""
         return self.eigs[:, :, 0] if self.eigs.size else np.zeros((self.size, 0))
 
+    @property
+    def final_step(self) -> np.ndarray:
+        """``(P,)`` the last step each member logged (diverged, stopped or the last step)."""
+        last = np.full(self.size, len(self.step) - 1, dtype=np.int64)
+        last = np.where(self.stopped_step >= 0, self.stopped_step, last)
+        return np.where(self.diverged, self.diverged_step, last)
+
+    @property
+    def final_train_loss(self) -> np.ndarray:
+        """``(P,)`` the training loss at :attr:`final_step` (the last value logged by each member)."""
+        return self.train_loss[np.arange(self.size), self.final_step]
+
     def as_arrays(self) -> dict[str, np.ndarray]:
-        out = {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return out
+        return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+    def padded(self, eig_step: np.ndarray) -> "PopulationHistory":
+        """A copy whose curvature arrays cover the tracked steps ``eig_step`` (which extends this
+        population's): NaN eigenvalues and 0 products where it did not evaluate (a population stops
+        tracking once every member stopped or diverged)."""
+        missing = len(eig_step) - len(self.eig_step)
+        if missing <= 0:
+            return self
+        pad = np.full((self.size, missing) + self.eigs.shape[2:], np.nan)
+        return dataclasses.replace(
+            self, eig_step=np.asarray(eig_step, dtype=np.int64), eigs=np.concatenate([self.eigs, pad], 1),
+            eig_residuals=np.concatenate([self.eig_residuals, pad], 1),
+            eig_matvecs=np.concatenate([self.eig_matvecs, np.zeros(missing, np.int64)]))
 
     @staticmethod
     def concatenate(parts: Sequence["PopulationHistory"], order: Sequence[int] | None = None) -> "PopulationHistory":
-        """Stack populations along the member axis (optionally reordering the members)."""
-        kw = {}
+        """Stack populations along the member axis (optionally reordering the members).
+
+        Populations that stopped tracking curvature early (all members stopped) are padded to the
+        longest ``eig_step``."""
+        longest = parts[int(np.argmax([len(p.eig_step) for p in parts]))].eig_step
+        parts = [p.padded(longest) for p in parts]
+        kw: dict[str, Any] = {}
+        shared = ("step", "eig_step", "eig_matvecs", "wall_seconds")
         for f in dataclasses.fields(PopulationHistory):
             if f.name in ("step", "eig_step"):
                 kw[f.name] = getattr(parts[0], f.name)
@@ -89,12 +142,14 @@ class PopulationHistory:
                 kw[f.name] = np.sum([p.eig_matvecs for p in parts], axis=0)
             elif f.name == "wall_seconds":
                 kw[f.name] = float(sum(p.wall_seconds for p in parts))
+            elif f.name == "theta" and any(p.theta is None for p in parts):
+                kw[f.name] = None
             else:
                 kw[f.name] = np.concatenate([getattr(p, f.name) for p in parts], axis=0)
         if order is not None:
             idx = np.asarray(order)
             for name, v in kw.items():
-                if name not in ("step", "eig_step", "eig_matvecs", "wall_seconds"):
+                if name not in shared and v is not None:
                     kw[name] = v[idx]
         return PopulationHistory(**kw)
 
@@ -156,6 +211,25 @@ def population_hvp_block(objective: Callable[[torch.Tensor], torch.Tensor]):
     return vmap(vmap(one, in_dims=(None, 1), out_dims=1))
 
 
+def population_hvp_reverse(objective: Callable[[torch.Tensor], torch.Tensor],
+                           Theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``V (P, dim) -> (P, dim)``: the Hessian-vector products of every member at the rows of ``Theta``
+    by double backward. The gradient graph of ``sum_p L(theta_p)`` (block diagonal Hessian) is built
+    once; every product is one backward pass through it, usually cheaper than ``jvp`` of ``grad``."""
+    leaf = Theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        g, = torch.autograd.grad(vmap(objective)(leaf).sum(), leaf, create_graph=True)
+
+    def hv(V: torch.Tensor) -> torch.Tensor:
+        if not g.requires_grad:  # the gradient does not depend on theta: zero Hessian
+            return torch.zeros_like(leaf)
+        with torch.enable_grad():
+            out, = torch.autograd.grad(g, leaf, V.to(leaf.dtype), retain_graph=True, allow_unused=True)
+        return torch.zeros_like(leaf) if out is None else out
+
+    return hv
+
+
 @dataclasses.dataclass
 class BatchedEigResult:
     """Top-``k`` eigenpairs of every member: ``values (P, k)``, ``vectors (P, dim, k)``, ``residuals (P, k)``.
@@ -170,6 +244,9 @@ class BatchedEigResult:
     converged: torch.Tensor
 
 
+_KRYLOV_BLOCK = 32
+
+
 def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     """Remove from each row ``w[p]`` its components along the rows of ``Q[p]`` (twice)."""
     for _ in range(2):
@@ -180,7 +257,7 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
 def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
                     max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
                     active: torch.Tensor | None = None, seed: int = 0, check_every: int = 5,
-                    min_iter: int | None = None) -> BatchedEigResult:
+                    min_iter: int | None = None, hvp_method: str = "reverse") -> BatchedEigResult:
     """Top-``k`` Hessian eigenpairs of ``objective`` at every row of ``Theta`` at once.
 
     One Lanczos recursion with full re-orthogonalisation per member; the Krylov bases live on the
@@ -190,9 +267,13 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
     wanted pair) applied to every active member; it is checked every ``check_every`` steps, which
     is the only host synchronisation. ``V0`` (``(P, dim)`` or ``(P, dim, j)``) warm-starts.
     Members with ``active[p] == False`` (e.g. diverged) are skipped and get NaN rows.
+    ``hvp_method``: ``"reverse"`` (double backward through a gradient graph built once per call,
+    :func:`population_hvp_reverse`) or ``"forward"`` (vmapped ``jvp`` of ``grad``).
     """
     if k < 1:
         raise ConfigError(f"k={k} must be >= 1.")
+    if hvp_method not in ("forward", "reverse"):
+        raise ConfigError(f"hvp_method={hvp_method!r}; use 'reverse' (double backward) or 'forward' (jvp of grad).")
     P, n = Theta.shape
     dev, dtype = Theta.device, Theta.dtype
     active = torch.ones(P, dtype=torch.bool, device=dev) if active is None else active.to(dev)
@@ -200,7 +281,11 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
     safe_theta = torch.where(active[:, None], Theta, torch.zeros_like(Theta)).detach()
     max_iter = min(max_iter, n)
     min_iter = min(n, max(min_iter if min_iter is not None else 2 * k + 2, k))
-    hv = population_hvp(objective)
+    if hvp_method == "reverse":
+        hv_rev = population_hvp_reverse(objective, safe_theta)
+        hv = lambda _theta, v: hv_rev(v)  # noqa: E731
+    else:
+        hv = population_hvp(objective)
     gen = torch.Generator(device=dev).manual_seed(seed)
     f64 = torch.float64
 
@@ -218,7 +303,8 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
         ok = v0.norm(dim=-1, keepdim=True) > 0
         start = v0 / v0.norm(dim=-1, keepdim=True).clamp_min(1e-300) + 1e-3 * q
         q = torch.where(ok, start / start.norm(dim=-1, keepdim=True), q)
-    Q = torch.zeros(P, max_iter + 1, n, dtype=f64, device=dev)
+    # the Krylov basis grows in blocks of _KRYLOV_BLOCK vectors (warm-started runs rarely need max_iter)
+    Q = torch.zeros(P, min(max_iter + 1, _KRYLOV_BLOCK + 1), n, dtype=f64, device=dev)
     alpha = torch.zeros(P, max_iter, dtype=f64, device=dev)
     beta = torch.zeros(P, max_iter, dtype=f64, device=dev)
     Q[:, 0] = q
@@ -238,8 +324,15 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
         # breakdown (invariant subspace): restart with a fresh orthogonal direction and beta = 0
         small = b <= 1e-10 * a.abs().clamp_min(1.0)
         if j + 1 < max_iter:
-            fresh = _orthogonalise(noise(), Q[:, : j + 1])
-            fresh = fresh / fresh.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+            if j + 1 >= Q.shape[1]:
+                grow = min(_KRYLOV_BLOCK, max_iter + 1 - Q.shape[1])
+                Q = torch.cat([Q, torch.zeros(P, grow, n, dtype=f64, device=dev)], 1)
+            fresh = noise()  # drawn every step, so the random stream does not depend on the branch below
+            # orthogonalising it costs as much as the re-orthogonalisation above; on a CPU, where asking
+            # whether any member broke down costs nothing, it is done only then; on a GPU always (no sync)
+            if dev.type != "cpu" or bool(small.any()):
+                fresh = _orthogonalise(fresh, Q[:, : j + 1])
+                fresh = fresh / fresh.norm(dim=-1, keepdim=True).clamp_min(1e-300)
             Q[:, j + 1] = torch.where(small[:, None], fresh, w / b.clamp_min(1e-300)[:, None])
         b = torch.where(small, torch.zeros_like(b), b)
         beta[:, j] = b
@@ -257,7 +350,10 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
     S = torch.gather(vecs, 2, order[:, None, :].expand(P, m, order.shape[1]))
     vectors = torch.einsum("pmd,pmk->pdk", Q[:, :m], S)
     vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    HV = population_hvp_block(objective)(safe_theta, vectors.to(dtype)).to(f64)
+    if hvp_method == "reverse":
+        HV = torch.stack([hv_rev(vectors[:, :, j]) for j in range(vectors.shape[2])], -1).to(f64)
+    else:
+        HV = population_hvp_block(objective)(safe_theta, vectors.to(dtype)).to(f64)
     residuals = (HV - vectors * values[:, None, :]).norm(dim=1)
     nan = torch.full_like(values, float("nan"))
     values = torch.where(active[:, None], values, nan)
@@ -272,6 +368,32 @@ def _batched_tridiag(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     if beta.shape[-1]:
         T = T + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
     return T
+
+
+KRYLOV_BYTES = 8 * 2**30  # largest Krylov basis (float64) that one batched Lanczos call may hold
+
+
+def batched_top_eigenpairs(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
+                           max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
+                           active: torch.Tensor | None = None, seed: int = 0,
+                           max_bytes: int = KRYLOV_BYTES) -> BatchedEigResult:
+    """:func:`batched_lanczos` over the rows of ``Theta`` in chunks of members whose Krylov bases
+    (``(max_iter + 1) x dim`` float64 each) fit in ``max_bytes``; one call when they all fit.
+    ``n_matvec`` is the largest count of any chunk (products per member)."""
+    P, n = Theta.shape
+    per_member = (min(max_iter, n) + 1) * n * 8
+    size = max(1, int(max_bytes // per_member))
+    if size >= P:
+        return batched_lanczos(objective, Theta, k, max_iter=max_iter, tol=tol, V0=V0, active=active, seed=seed)
+    parts = []
+    for lo in range(0, P, size):
+        sl = slice(lo, min(P, lo + size))
+        parts.append(batched_lanczos(objective, Theta[sl], k, max_iter=max_iter, tol=tol,
+                                     V0=None if V0 is None else V0[sl], active=None if active is None else active[sl],
+                                     seed=seed))
+    return BatchedEigResult(torch.cat([r.values for r in parts]), torch.cat([r.vectors for r in parts]),
+                            torch.cat([r.residuals for r in parts]), max(r.n_matvec for r in parts),
+                            torch.cat([r.converged for r in parts]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,16 +411,105 @@ def _init_thetas(configs: Sequence[TrainConfig], prob: Problem) -> torch.Tensor:
     return torch.stack(thetas).clone()
 
 
+def population_hash(configs: Sequence[TrainConfig]) -> str:
+    """Short SHA-256 of the ordered list of member config hashes (identifies a population's checkpoint)."""
+    blob = ",".join(c.config_hash() for c in configs)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _hyper(configs: Sequence[TrainConfig], dev: torch.device) -> dict[str, torch.Tensor]:
+    """Per-member hyper-parameters as ``(P, 1)`` float64 tensors (RMSProp is Adam with ``beta1 = 0``)."""
+    out = {k: torch.tensor([float(getattr(c, k)) for c in configs], dtype=torch.float64, device=dev)[:, None]
+           for k in _HYPER}
+    if configs[0].optimizer == "rmsprop":
+        out["beta1"] = torch.zeros_like(out["beta1"])
+    return out
+
+
+def _init_opt_state(optimizer: str, Theta: torch.Tensor) -> dict[str, Any]:
+    if optimizer in ("momentum", "nesterov"):
+        return {"buf": torch.zeros_like(Theta)}
+    if optimizer in ("adam", "rmsprop", "clipped_ada"):
+        return {"t": 0, "exp_avg": torch.zeros_like(Theta), "exp_avg_sq": torch.zeros_like(Theta)}
+    return {}
+
+
+def _step(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[str, Any],
+          h: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One update of every row of ``Theta`` (``state`` is updated in place); the rules of :mod:`optim`.
+
+    Adam and RMSProp follow ``torch.optim.Adam`` (single-tensor path), Clipped-Ada
+    :class:`instabilities.optim.ClippedAda`, the others ``torch.optim.SGD``; ``h`` holds the
+    per-row hyper-parameters as ``(rows, 1)`` float64 tensors.
+    """
+    dtype = Theta.dtype
+    lr = h["lr"].to(dtype)
+    if optimizer in ("gd", "sgd"):
+        return Theta - lr * G
+    if optimizer in ("momentum", "nesterov"):
+        mom = h["momentum"].to(dtype)
+        state["buf"] = buf = mom * state["buf"] + G
+        return Theta - lr * (G + mom * buf if optimizer == "nesterov" else buf)
+    t = state["t"]
+    b1, b2 = h["beta1"], h["beta2"]
+    G2 = (1 - b2).to(dtype) * G * G
+    if optimizer == "clipped_ada":
+        state["exp_avg"] = exp_avg = state["exp_avg"] * b1.to(dtype) + (1 - b1).to(dtype) * G
+        state["exp_avg_sq"] = exp_avg_sq = state["exp_avg_sq"] * b2.to(dtype) + G2
+        m_hat = exp_avg / (1 - b1 ** t).to(dtype)
+        d = torch.minimum((exp_avg_sq / (1 - b2 ** t).to(dtype)).sqrt(), h["clip"].to(dtype)) + h["eps"].to(dtype)
+        return Theta - lr * m_hat / d
+    # adam, rmsprop
+    state["exp_avg"] = exp_avg = torch.lerp(state["exp_avg"], G, (1 - b1).to(dtype))
+    state["exp_avg_sq"] = exp_avg_sq = state["exp_avg_sq"] * b2.to(dtype) + G2
+    step_size = (h["lr"] / (1 - b1 ** t)).to(dtype)
+    denom = exp_avg_sq.sqrt() / ((1 - b2 ** t) ** 0.5).to(dtype) + h["eps"].to(dtype)
+    return Theta - step_size * (exp_avg / denom)
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """The rows ``idx`` of ``t`` (all of ``t`` when ``idx`` is None)."""
+    return t if idx is None else t.index_select(0, idx)
+
+
+def _put_rows(t: torch.Tensor, idx: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+    """``t`` with its rows ``idx`` replaced by ``rows`` (``rows`` itself when ``idx`` is None)."""
+    return rows if idx is None else t.index_copy(0, idx, rows)
+
+
+def _update(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[str, Any], h: dict[str, torch.Tensor],
+            idx: torch.Tensor | None) -> torch.Tensor:
+    """Update the members ``idx`` (``G`` holds their gradients, in that order); the others keep
+    their parameters and optimizer buffers. Every alive member has made the same number of steps,
+    so Adam's step counter ``t`` is shared."""
+    if "t" in state:
+        state["t"] += 1
+    sub = {k: (_rows(v, idx) if torch.is_tensor(v) else v) for k, v in state.items()}
+    new = _step(optimizer, _rows(Theta, idx), G, sub, {k: _rows(v, idx) for k, v in h.items()})
+    for k, v in sub.items():
+        if torch.is_tensor(v):
+            state[k] = _put_rows(state[k], idx, v)
+    return _put_rows(Theta, idx, new)
+
+
 def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None,
-                     problem: Problem | None = None) -> PopulationHistory:
+                     problem: Problem | None = None, keep_theta: bool = False,
+                     checkpoint_path: str | Path | None = None, checkpoint_every: int = 0) -> PopulationHistory:
     """Train every config in ``configs`` at once as one vmapped population (see the module docstring).
 
-    All configs must share everything but ``lr``, ``seed`` and ``momentum`` (:func:`check_population`).
+    All configs must share everything but :data:`VARYING` (:func:`check_population`).
     Curvature tracking (``eig_every``, ``n_eigs``, ``eig_tol``, ``eig_max_iter``, ``n_hessian``) uses
     :func:`batched_lanczos`, warm-started from the previous eigenvectors of each member.
+    ``keep_theta`` returns every member's final parameters (``history.theta``; NaN rows for
+    diverged members). With ``checkpoint_path`` and ``checkpoint_every > 0`` the population saves
+    its whole state atomically every ``checkpoint_every`` steps (and once more when it is done) and
+    resumes from an existing checkpoint of the same config list, giving exactly the arrays of an
+    uninterrupted run; a checkpoint of another config list is refused with a :class:`ConfigError`.
     """
     configs = list(configs)
     check_population(configs)
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 0):
+        raise ConfigError(f"checkpoint_every={checkpoint_every!r} must be an integer >= 0 (0: never save).")
     t0 = time.perf_counter()
     c0 = configs[0]
     prob = problem or build_problem(c0)
@@ -306,10 +517,8 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
     dev = prob.flat.theta0.device
     dtype = prob.flat.theta0.dtype
     Theta = _init_thetas(configs, prob)
-    lr = torch.tensor([c.lr for c in configs], dtype=dtype, device=dev)[:, None]
-    mom = torch.tensor([c.momentum for c in configs], dtype=dtype, device=dev)[:, None]
-    use_momentum = c0.optimizer in ("momentum", "nesterov")
-    buf = torch.zeros_like(Theta)
+    hyper = _hyper(configs, dev)
+    opt_state = _init_opt_state(c0.optimizer, Theta)
     x, y = prob.data.x_train, prob.train_targets
     nc = prob.data.n_classes
     labels = prob.data.y_train
@@ -328,65 +537,103 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
     cursor = 0  # every member has the same batch size, hence the same cursor
 
     T = c0.steps + 1
-    train_loss = np.full((P, T), np.nan)
-    train_acc = np.full((P, T), np.nan)
     eig_steps = list(range(0, c0.steps + 1, c0.eig_every)) if c0.eig_every else []
-    eigs = np.full((P, len(eig_steps), c0.n_eigs), np.nan)
-    eig_res = np.full((P, len(eig_steps), c0.n_eigs), np.nan)
-    eig_mv = np.zeros(len(eig_steps), dtype=np.int64)
+    rec = {"train_loss": np.full((P, T), np.nan), "train_acc": np.full((P, T), np.nan),
+           "eigs": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
+           "eig_residuals": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
+           "eig_matvecs": np.zeros(len(eig_steps), dtype=np.int64),
+           "diverged": np.zeros(P, dtype=bool), "diverged_step": np.full(P, -1, dtype=np.int64),
+           "stopped_step": np.full(P, -1, dtype=np.int64)}
     alive = torch.ones(P, dtype=torch.bool, device=dev)
-    diverged = np.zeros(P, dtype=bool)
-    diverged_step = np.full(P, -1, dtype=np.int64)
-    stopped_step = np.full(P, -1, dtype=np.int64)
     prev_vecs: torch.Tensor | None = None
     e = 0
-    for step in range(0, c0.steps + 1):
+    start_step = 0
+    key = population_hash(configs)
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state.get("population_hash") != key:
+            raise ConfigError(f"checkpoint {ckpt} belongs to another population (hash {state.get('population_hash')}, "
+                              f"this one is {key}: the config list differs); delete it or point checkpoint_path "
+                              "elsewhere.")
+        Theta = state["Theta"].to(dev)
+        opt_state = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in state["opt_state"].items()}
+        perms, cursor = state["perms"], state["cursor"]
+        for g, s in zip(gens, state["generators"]):
+            g.set_state(s)
+        rec = state["recorded"]
+        alive = state["alive"].to(dev)
+        prev_vecs = state["prev_vecs"].to(dev) if state["prev_vecs"] is not None else None
+        e, start_step = state["e"], state["step"]
+        t0 -= state["wall_seconds"]
+
+    def save(next_step: int) -> None:
+        _atomic_torch_save({"population_hash": key, "step": next_step, "Theta": Theta.detach().cpu(),
+                            "opt_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt_state.items()},
+                            "perms": perms, "cursor": cursor, "generators": [g.get_state() for g in gens],
+                            "recorded": rec, "alive": alive.cpu(),
+                            "prev_vecs": prev_vecs.cpu() if prev_vecs is not None else None, "e": e,
+                            "wall_seconds": time.perf_counter() - t0}, ckpt)
+
+    train_loss, train_acc = rec["train_loss"], rec["train_acc"]
+    diverged, diverged_step, stopped_step = rec["diverged"], rec["diverged_step"], rec["stopped_step"]
+    alive_np = alive.cpu().numpy()
+    for step in range(start_step, c0.steps + 1):
+        # only the alive members are computed (stopped and diverged ones drop out of the batch)
+        rows = np.flatnonzero(alive_np)
+        idx = None if rows.size == P else torch.as_tensor(rows, device=dev)
+        Theta_a = _rows(Theta, idx)
         if c0.eig_every and step % c0.eig_every == 0:
-            res = batched_lanczos(prob.hessian_objective, Theta.detach(), c0.n_eigs, max_iter=c0.eig_max_iter,
-                                  tol=c0.eig_tol, V0=prev_vecs, active=alive, seed=step)
-            eigs[:, e] = res.values.double().cpu().numpy()
-            eig_res[:, e] = res.residuals.double().cpu().numpy()
-            eig_mv[e] = res.n_matvec
-            prev_vecs = res.vectors
+            res = batched_top_eigenpairs(prob.hessian_objective, Theta_a.detach(), c0.n_eigs,
+                                         max_iter=c0.eig_max_iter, tol=c0.eig_tol,
+                                         V0=None if prev_vecs is None else _rows(prev_vecs, idx), seed=step)
+            rec["eigs"][rows, e] = res.values.double().cpu().numpy()
+            rec["eig_residuals"][rows, e] = res.residuals.double().cpu().numpy()
+            rec["eig_matvecs"][e] = res.n_matvec
+            if prev_vecs is None:
+                prev_vecs = torch.zeros((P,) + res.vectors.shape[1:], dtype=res.vectors.dtype, device=dev)
+            prev_vecs = _put_rows(prev_vecs, idx, res.vectors)
             e += 1
-        safe = torch.where(alive[:, None], Theta, torch.zeros_like(Theta))
         if full_batch:
-            G, (loss, out) = grad_full(safe)
+            G, (loss, out) = grad_full(Theta_a)
         else:
             with torch.no_grad():
-                loss, out = forward_full(safe)
+                loss, out = forward_full(Theta_a)
         acc = ((out.argmax(-1) == labels).to(dtype).mean(-1) if nc > 0
-               else torch.full((P,), float("nan"), dtype=dtype, device=dev))
-        finite_theta = torch.isfinite(Theta).all(-1)
+               else torch.full((rows.size,), float("nan"), dtype=dtype, device=dev))
         loss_h = loss.detach().double().cpu().numpy()  # one transfer per step for the whole population
         acc_h = acc.double().cpu().numpy()
-        alive_h = alive.cpu().numpy()
-        fin_h = finite_theta.cpu().numpy()
-        train_loss[alive_h, step] = loss_h[alive_h]
-        train_acc[alive_h, step] = acc_h[alive_h]
-        bad = alive_h & (~np.isfinite(loss_h) | (loss_h > c0.divergence_loss) | ~fin_h)
-        diverged[bad], diverged_step[bad] = True, step
-        done = alive_h & ~bad & (((c0.stop_loss > 0) & (loss_h < c0.stop_loss)) | (acc_h >= c0.stop_acc))
-        stopped_step[done] = step
-        alive_np = alive_h & ~bad & ~done
+        fin_h = torch.isfinite(Theta_a).all(-1).cpu().numpy()
+        train_loss[rows, step] = loss_h
+        train_acc[rows, step] = acc_h
+        bad = ~np.isfinite(loss_h) | (loss_h > c0.divergence_loss) | ~fin_h
+        diverged[rows[bad]], diverged_step[rows[bad]] = True, step
+        done = ~bad & (((c0.stop_loss > 0) & (loss_h < c0.stop_loss)) | (acc_h >= c0.stop_acc))
+        stopped_step[rows[done]] = step
+        keep = ~bad & ~done
+        alive_np = np.zeros(P, dtype=bool)
+        alive_np[rows[keep]] = True
         alive = torch.as_tensor(alive_np, device=dev)
-        if step == c0.steps or not alive_np.any():
+        if step == c0.steps or not keep.any():
             break
-        if not full_batch:
+        rows_next = rows[keep]
+        idx_next = None if rows_next.size == P else torch.as_tensor(rows_next, device=dev)
+        if full_batch:
+            G = G if keep.all() else G.index_select(0, torch.as_tensor(np.flatnonzero(keep), device=dev))
+        else:
             B = c0.batch_size
             if cursor + B > c0.n_train:
                 perms, cursor = [torch.randperm(c0.n_train, generator=g) for g in gens], 0
-            idx = torch.stack([p[cursor: cursor + B] for p in perms]).to(dev)
+            batch = torch.stack([perms[p][cursor: cursor + B] for p in rows_next]).to(dev)
             cursor += B
-            safe = torch.where(alive[:, None], Theta, torch.zeros_like(Theta))
-            G = grad_batch(safe, x[idx], y[idx])
-        G = G.detach()
-        if use_momentum:
-            buf = mom * buf + G
-            G = G + mom * buf if c0.optimizer == "nesterov" else buf
-        Theta = torch.where(alive[:, None], Theta - lr * G, Theta).detach()
+            G = grad_batch(_rows(Theta, idx_next), x[batch], y[batch])
+        Theta = _update(c0.optimizer, Theta, G.detach(), opt_state, hyper, idx_next).detach()
         if progress is not None:
             progress(step + 1, c0.steps)
+        if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+            save(step + 1)
+    if ckpt is not None and checkpoint_every and start_step <= c0.steps:
+        save(c0.steps + 1)  # the loop is done: a resumed call goes straight to the final evaluation
     # final test metrics of members that did not diverge
     with torch.no_grad():
         safe = torch.where(torch.as_tensor(~diverged, device=dev)[:, None], Theta, torch.zeros_like(Theta))
@@ -395,21 +642,46 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         ta = ((out.argmax(-1) == prob.data.y_test).double().mean(-1).cpu().numpy() if nc > 0
               else np.full(P, np.nan))
     tl[diverged], ta[diverged] = np.nan, np.nan
+    theta = None
+    if keep_theta:
+        theta = Theta.detach().cpu().numpy().copy()
+        theta[diverged] = np.nan
     n_eval = e
     return PopulationHistory(
         lr=np.array([c.lr for c in configs]), seed=np.array([c.seed for c in configs]),
-        momentum=np.array([c.momentum for c in configs]), step=np.arange(T),
+        momentum=np.array([c.momentum for c in configs]), clip=np.array([c.clip for c in configs]),
+        beta1=np.array([c.beta1 for c in configs]), beta2=np.array([c.beta2 for c in configs]),
+        eps=np.array([c.eps for c in configs]), step=np.arange(T),
         train_loss=train_loss, train_acc=train_acc, test_loss=tl, test_acc=ta,
-        eig_step=np.array(eig_steps[:n_eval], dtype=np.int64), eigs=eigs[:, :n_eval], eig_residuals=eig_res[:, :n_eval],
-        eig_matvecs=eig_mv[:n_eval], diverged=diverged, diverged_step=diverged_step, stopped_step=stopped_step,
-        wall_seconds=time.perf_counter() - t0)
+        eig_step=np.array(eig_steps[:n_eval], dtype=np.int64), eigs=rec["eigs"][:, :n_eval],
+        eig_residuals=rec["eig_residuals"][:, :n_eval], eig_matvecs=rec["eig_matvecs"][:n_eval], diverged=diverged,
+        diverged_step=diverged_step, stopped_step=stopped_step, wall_seconds=time.perf_counter() - t0, theta=theta)
 
 
-def train_sweep(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None) -> PopulationHistory:
-    """Run any list of configs as few populations as possible (e.g. one per batch size).
+def sweep_checkpoint_paths(checkpoint_path: str | Path, n_groups: int) -> list[Path]:
+    """One checkpoint file per population of a sweep: ``<stem>-pop<k><suffix>`` next to ``checkpoint_path``."""
+    path = Path(checkpoint_path)
+    return [path.with_name(f"{path.stem}-pop{k}{path.suffix}") for k in range(n_groups)]
+
+
+def sweep_groups(configs: Sequence[TrainConfig]) -> list[list[int]]:
+    """Indices of ``configs`` grouped into populations (first appearance order; see :func:`train_sweep`)."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(repr(sorted(_shared_key(c).items())), []).append(i)
+    return list(groups.values())
+
+
+def train_sweep(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None,
+                keep_theta: bool = False, checkpoint_path: str | Path | None = None,
+                checkpoint_every: int = 0) -> PopulationHistory:
+    """Run any list of configs as few populations as possible (e.g. one per batch size or optimizer).
 
     All configs must share ``steps``, ``eig_every`` and ``n_eigs`` so that the results can be
-    stacked; the members come back in the order of ``configs``.
+    stacked; the members come back in the order of ``configs``. ``progress(done, total)`` counts
+    steps over all populations. ``keep_theta``, ``checkpoint_path`` and ``checkpoint_every`` are
+    those of :func:`train_population`; each population gets its own checkpoint file
+    (:func:`sweep_checkpoint_paths`).
     """
     configs = list(configs)
     if not configs:
@@ -417,12 +689,17 @@ def train_sweep(configs: Sequence[TrainConfig], progress: Callable[[int, int], N
     for c in configs:
         if (c.steps, c.eig_every, c.n_eigs) != (configs[0].steps, configs[0].eig_every, configs[0].n_eigs):
             raise ConfigError("train_sweep stacks results: give every config the same steps, eig_every and n_eigs.")
-    groups: dict[str, list[int]] = {}
-    for i, c in enumerate(configs):
-        groups.setdefault(repr(sorted(_shared_key(c).items())), []).append(i)
+    groups = sweep_groups(configs)
+    paths = sweep_checkpoint_paths(checkpoint_path, len(groups)) if checkpoint_path else [None] * len(groups)
+    steps = configs[0].steps
     parts, order = [], []
-    for idx in groups.values():
-        parts.append(train_population([configs[i] for i in idx], progress))
+    for g, idx in enumerate(groups):
+        report = None
+        if progress is not None:
+            def report(s: int, _n: int, g: int = g) -> None:
+                progress(g * steps + s, len(groups) * steps)
+        parts.append(train_population([configs[i] for i in idx], report, keep_theta=keep_theta,
+                                      checkpoint_path=paths[g], checkpoint_every=checkpoint_every))
         order += idx
     inverse = np.argsort(order)
     return PopulationHistory.concatenate(parts, inverse)

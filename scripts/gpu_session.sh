@@ -56,6 +56,14 @@ device)
       2>&1 | tee "$OUT/bench_eigensolvers.txt"
     "$py" benchmarks/bench_tracking.py --device "$dev" --json "benchmarks/results/tracking_$dev.json" \
       2>&1 | tee "$OUT/bench_tracking.txt"
+    # the book's full-scale EoS network (2x200 tanh, 4000 mnist1d examples), and the canonical fc-tanh
+    # CIFAR-10 5k setting when a local CIFAR-10 copy was carried along (data/cifar-10-batches-py)
+    "$py" benchmarks/bench_tracking.py --device "$dev" --dataset mnist1d --n-train 4000 --width 200 --lr 0.1 \
+      --warm-steps 2000 --json "benchmarks/results/tracking_mnist1d_4k_$dev.json" 2>&1 | tee -a "$OUT/bench_tracking.txt"
+    if [ -f data/cifar-10-batches-py/test_batch ]; then
+      "$py" benchmarks/bench_tracking.py --device "$dev" --dataset cifar10 --n-train 5000 --width 200 --lr 0.02 \
+        --warm-steps 2000 --json "benchmarks/results/tracking_cifar5k_$dev.json" 2>&1 | tee -a "$OUT/bench_tracking.txt"
+    fi
     echo "benchmarks took $((SECONDS - t0)) s" | tee -a "$OUT/device.txt"
     budget=$((budget - (SECONDS - t0)))
     [ "$budget" -gt 30 ] || budget=30

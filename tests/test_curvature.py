@@ -130,3 +130,40 @@ def test_errors():
         curvature.top_eigenpairs(obj, theta, method="arnoldi")
     with pytest.raises(ConfigError):
         curvature.lanczos(curvature.HessianOperator(obj, theta), k=0)
+
+
+@pytest.mark.parametrize("method", ["forward", "reverse"])
+def test_grad_and_hvps_match_separate_gradient_and_products(method):
+    obj, theta = small_problem(3)
+    V = torch.randn(theta.numel(), 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    H = curvature.dense_hessian(obj, theta)
+    op = curvature.HessianOperator(obj, theta, method)
+    loss, g, HV = op.grad_and_matmat(V)
+    torch.testing.assert_close(loss, obj(theta), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(g, torch.func.grad(obj)(theta), atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(HV, H @ V, atol=1e-9, rtol=1e-7)
+    assert op.n_matvec == 3 and HV.shape == V.shape
+    # the function form (forward-over-reverse) agrees, and the operator still works afterwards
+    loss2, g2, HV2 = curvature.grad_and_hvps(obj, theta, V)
+    torch.testing.assert_close(HV2, HV, atol=1e-9, rtol=1e-7)
+    torch.testing.assert_close(g2, g, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(op.matvec(V[:, 0]), H @ V[:, 0], atol=1e-9, rtol=1e-7)
+
+
+def test_grad_and_hvps_rejects_a_wrongly_shaped_block():
+    obj, theta = small_problem(3)
+    with pytest.raises(ConfigError, match="shape"):
+        curvature.grad_and_hvps(obj, theta, torch.zeros(theta.numel()))
+
+
+def test_time_hvps_returns_the_documented_keys():
+    obj, theta = small_problem(4)
+    c = curvature.time_hvps(obj, theta, block=3, repeats=1)
+    times = ["gradient", "hvp_reverse", "hvp_forward", "hvp_reverse_block_per_vector",
+             "hvp_forward_block_per_vector", "grad_and_block_reverse", "grad_and_block_forward"]
+    assert set(c) == set(times) | {f"ratio_{k}" for k in times[1:]} | {"block"}
+    assert c["block"] == 3
+    for key in times[1:]:
+        assert c[key] > 0 and math.isclose(c[f"ratio_{key}"], c[key] / c["gradient"])
+    with pytest.raises(ConfigError, match="block"):
+        curvature.time_hvps(obj, theta, block=0)

@@ -54,9 +54,9 @@ def test_blocked_dense_hessian_matches_torch_func():
     assert op.n_matvec == theta.numel()
 
 
-def test_compare_solvers_against_dense():
+def test_solvers_vs_dense_spectrum():
     objective, theta = tiny_problem(1)
-    r = ec.compare_solvers(objective, theta, k=3, n_dense_top=10, block=16)
+    r = ec.solvers_vs_dense_spectrum(objective, theta, k=3, n_dense_top=10, block=16)
     dense = torch.linalg.eigvalsh(torch.func.hessian(objective)(theta)).flip(0).numpy()
     np.testing.assert_allclose(r["reference_spectrum"], dense, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(r["lanczos_values"], dense[:3], rtol=1e-4)
@@ -67,9 +67,9 @@ def test_compare_solvers_against_dense():
         assert r[f"{key}_values"].shape == (3,) and r[f"{key}_residuals"].shape == (3,)
 
 
-def test_compare_solvers_lanczos_reference_when_not_dense():
+def test_solvers_vs_dense_spectrum_lanczos_reference_when_not_dense():
     objective, theta = tiny_problem(2)
-    r = ec.compare_solvers(objective, theta, k=2, n_dense_top=4, dense=False)
+    r = ec.solvers_vs_dense_spectrum(objective, theta, k=2, n_dense_top=4, dense=False)
     dense = torch.linalg.eigvalsh(torch.func.hessian(objective)(theta)).flip(0).numpy()
     np.testing.assert_allclose(r["reference_values"], dense[:4], rtol=1e-6)
     assert not bool(r["reference_is_dense"])
@@ -81,13 +81,6 @@ def test_warm_start_matvecs_shapes_and_values():
     assert w["cold_matvecs"].shape == (3,) and w["warm_values"].shape == (3, 2)
     np.testing.assert_allclose(w["warm_values"], w["cold_values"], rtol=1e-5)
     assert w["loss"][-1] < w["loss"][0]  # small steps on a smooth loss decrease it
-
-
-def test_hvp_cost_returns_positive_times_and_hvp_is_correct():
-    objective, theta = tiny_problem(4)
-    c = ec.hvp_cost(objective, theta, repeats=2, block=3)
-    for key in ("gradient", "hvp_reverse", "hvp_forward", "hvp_block_per_vector"):
-        assert c[key] > 0 and np.isfinite(c[f"ratio_{key}"] if key != "gradient" else c[key])
 
 
 def test_sharpness_two_lrs_reduced_run_shapes():
@@ -114,3 +107,13 @@ def test_solver_accuracy_reduced_run():
     assert r["reference_spectrum"].shape == (P,) and r["train_loss"].shape == (21,)
     np.testing.assert_allclose(r["lanczos_values"], r["reference_values"][:2], rtol=1e-4)
     assert r["warm_cold_matvecs"].shape == (2,) and r["track_sharpness"].shape == (3,)
+
+
+def test_sharpness_two_lrs_full_scale_checkpoints_under_its_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path))
+    cfg = ec.SharpnessTwoLrsConfig(scale="full", dataset="digits", n_train=60, widths=(8,), lrs=(0.1, 0.2), steps=8,
+                                   eig_every=4)
+    assert experiments.get("sharpness_two_lrs").resumable
+    r = experiments.run("sharpness_two_lrs", cfg)
+    assert experiments.checkpoint_path("sharpness_two_lrs", cfg).exists()
+    assert r["eig_matvecs"].shape == (2, 3) and np.all(r["eig_matvecs"] > 0)

@@ -6,7 +6,7 @@ from instabilities import experiments
 from instabilities.config import ConfigError
 from instabilities.exp_eos import EosFlowConfig, EosSweepConfig, run_eos_flow, run_eos_sweep
 
-TINY = dict(dataset="digits", n_train=100, widths=(16,), activation="tanh")
+TINY = dict(dataset="digits", n_train=100, n_test=297, widths=(16,), activation="tanh")
 
 
 def test_registered_with_both_scales():
@@ -91,3 +91,46 @@ def test_summarize_sweep_on_synthetic_arrays():
     assert row["plateau_min"] == pytest.approx(0.4 * 4.7 / 2) and row["plateau_max"] == pytest.approx(0.4 * 5.3 / 2)
     assert row["frac_loss_up"] == pytest.approx(1 / 60)
     assert row["loss_at_crossing"] == pytest.approx(loss[40]) and row["loss_final"] == pytest.approx(0.5)
+
+
+def test_sweep_members_stopped_early_keep_full_length_arrays():
+    cfg = EosSweepConfig(etas=(0.05, 0.1), steps=20, eig_every=10, n_eigs=1, stop_acc=0.0, **TINY)
+    res = run_eos_sweep(cfg)  # accuracy >= 0 at step 0: every member stops there
+    assert res["train_loss"].shape == (2, 21) and res["eigs"].shape == (2, 3, 1)
+    assert np.all(np.isfinite(res["eigs"][:, 0])) and np.all(np.isnan(res["eigs"][:, 1:]))
+    assert np.all(np.isnan(res["train_loss"][:, 1:])) and not res["diverged"].any()
+    assert np.all(np.isfinite(res["test_acc"]))  # test metrics at the iterate where the member stopped
+
+
+def test_full_scale_sweep_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+    from instabilities import exp_common
+
+    monkeypatch.setattr(exp_common, "CHECKPOINT_EVERY", 5)
+    cfg = EosSweepConfig(scale="full", etas=(0.05, 0.4), steps=20, eig_every=5, n_eigs=1, **TINY)
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "a"))
+    ref = experiments.run("eos_sweep", cfg)
+    assert experiments.checkpoint_path("eos_sweep", cfg).exists()
+
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "b"))
+
+    def stop_at_12(step, total):
+        if step == 12:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run("eos_sweep", cfg, progress=stop_at_12)
+    assert experiments.checkpoint_path("eos_sweep", cfg).exists()  # saved at step 10
+    resumed = experiments.run("eos_sweep", cfg)
+    for key in ref:
+        np.testing.assert_array_equal(resumed[key], ref[key], err_msg=key)
+
+
+def test_ci_scale_and_direct_calls_write_no_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path))
+    cfg = EosSweepConfig(scale="ci", etas=(0.05,), steps=5, eig_every=5, n_eigs=1, **TINY)
+    experiments.run("eos_sweep_ce", cfg.replace(loss="ce"))
+    run_eos_sweep(cfg.replace(scale="full"))  # no experiment name: nothing to checkpoint under
+    assert not (tmp_path / "checkpoints").exists()
+    for name in ("eos_sweep", "eos_sweep_ce", "eos_cifar10"):
+        exp = experiments.get(name)
+        assert exp.resumable and exp.run.keywords["name"] == name

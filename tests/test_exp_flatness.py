@@ -69,3 +69,30 @@ def test_tiny_goldilocks_run_and_summary():
     np.testing.assert_allclose(summ["diverged_fraction"], [0.0, 1.0])
     np.testing.assert_allclose(summ["test_acc_mean"][0], res["test_acc"][0].mean())
     assert np.isnan(summ["test_acc_mean"][1])
+
+
+def test_goldilocks_population_members_match_separate_runs():
+    """Each (eta, seed) cell of the population equals the separate run of that step size and seed."""
+    from instabilities.train import train
+
+    torch.set_num_threads(1)
+    cfg = ef.GoldilocksConfig(n_train=60, n_test=50, widths=(8,), etas=(0.1, 0.3, 0.6), seeds=(0, 5), steps=10,
+                              trace_every=5)
+    res = ef.run_flatness_goldilocks(cfg)
+    for i, eta in enumerate(cfg.etas):
+        for j, seed in enumerate(cfg.seeds):
+            h = train(cfg.gd_config(eta, seed, eig_every=cfg.trace_every, n_eigs=1))
+            np.testing.assert_allclose(res["train_loss"][i, j], h.train_loss[-1], rtol=1e-4)
+            np.testing.assert_allclose(res["sharpness_trace"][i, j], h.sharpness, rtol=1e-3)
+            np.testing.assert_allclose(res["test_acc"][i, j], h.test_acc[-1], atol=1e-6)
+
+
+def test_goldilocks_full_scale_checkpoints_under_its_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path))
+    cfg = ef.GoldilocksConfig(scale="full", n_train=60, n_test=50, widths=(8,), etas=(0.1,), seeds=(0,), steps=10,
+                              trace_every=5)
+    assert experiments.get("flatness_goldilocks").resumable
+    first = experiments.run("flatness_goldilocks", cfg)
+    assert experiments.checkpoint_path("flatness_goldilocks", cfg).exists()
+    again = experiments.run("flatness_goldilocks", cfg)  # resumes from the finished checkpoint
+    np.testing.assert_array_equal(again["sharpness_trace"], first["sharpness_trace"])

@@ -44,3 +44,62 @@ def test_tiny_sweep_invariants():
     assert eff["instability"][0] == 0.0 and eff["noise"][0] == 0.0
     np.testing.assert_allclose(eff["both"][:, 0], eff["instability"])
     np.testing.assert_allclose(eff["both"][0, :], eff["noise"])
+
+
+def test_full_and_cifar10_registrations(tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTABILITIES_DATA", str(tmp_path))  # no CIFAR-10 here: reproduce skips the experiment
+    assert experiments.missing_data(experiments.config("sgd_batch_sweep_cifar10", "full"))
+    assert not experiments.missing_data(experiments.config("sgd_batch_sweep", "full"))
+    full = experiments.config("sgd_batch_sweep", "full")
+    cifar = experiments.config("sgd_batch_sweep_cifar10", "full")
+    assert full.dataset == "mnist1d" and (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000)
+    assert cifar.batch_sizes[0] == 5120 and cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000,
+                                                         batch_sizes=full.batch_sizes) == full
+    ci = experiments.config("sgd_batch_sweep_cifar10", "ci")
+    assert ci.dataset == "cifar10" and ci.replace(dataset="digits") == experiments.config("sgd_batch_sweep", "ci")
+    assert experiments.get("sgd_batch_sweep").resumable and experiments.get("sgd_batch_sweep_cifar10").resumable
+    assert experiments.get("sgd_batch_sweep_cifar10").chapter == "sgd_instabilities"
+
+
+def test_population_sweep_matches_separate_runs():
+    """The grid trains as populations; every run is the separate train.train run (float32 rounding)."""
+    from instabilities.train import train
+
+    res = run_sgd_batch_sweep(TINY)
+    for i, eta in enumerate(TINY.etas):
+        for j, b in enumerate(TINY.batch_sizes):
+            hist = train(TINY.run_config(eta, b, TINY.seeds[0]))
+            assert res["steps"][i, j, 0] == hist.step[-1] and res["diverged"][i, j, 0] == hist.diverged
+            assert res["train_loss"][i, j, 0] == pytest.approx(hist.train_loss[-1], rel=1e-4)
+            np.testing.assert_allclose(res["sharp_traj"][i, j, 0, :len(hist.sharpness)], hist.sharpness, rtol=1e-3)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_full_scale_sweep_resumes_exactly(tmp_path, monkeypatch):
+    import instabilities.exp_sgd as exp_sgd
+
+    monkeypatch.setattr(exp_sgd, "CHECKPOINT_EVERY", 5)
+    cfg = TINY.replace(scale="full")
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "ci"))
+    run_sgd_batch_sweep(TINY)
+    assert not (tmp_path / "ci" / "checkpoints").exists()  # ci runs (the chapters) never checkpoint
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "whole"))
+    whole = run_sgd_batch_sweep(cfg)
+    monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "resumed"))
+
+    def interrupt(done, total):
+        if done == cfg.max_steps + 12:  # step 12 of the second population (batch size 8)
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_sgd_batch_sweep(cfg, progress=interrupt)
+    assert len(list(experiments.checkpoint_dir("sgd_batch_sweep", "full").iterdir())) == 2
+    seen = []
+    resumed = run_sgd_batch_sweep(cfg, progress=lambda d, t: seen.append(d))
+    assert seen[0] == cfg.max_steps + 11  # the first population was done, the second resumed at step 10
+    assert set(resumed) == set(whole)
+    for key in whole:
+        np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)

@@ -17,13 +17,17 @@ def _max_rel(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-12)))
 
 
-@pytest.mark.parametrize("changes", [dict(), dict(optimizer="sgd", batch_size=16),
-                                     dict(optimizer="momentum", momentum=0.5)])
-def test_population_matches_separate_runs(changes):
+@pytest.mark.parametrize("changes, lrs", [
+    (dict(), [0.05, 0.3, 0.8]), (dict(optimizer="sgd", batch_size=16), [0.05, 0.3, 0.8]),
+    (dict(optimizer="momentum", momentum=0.5), [0.05, 0.3, 0.8]), (dict(optimizer="adam"), [1e-3, 0.01, 0.05]),
+    (dict(optimizer="adam", batch_size=16, beta1=0.8, beta2=0.99), [1e-3, 0.01, 0.05]),
+    (dict(optimizer="rmsprop", beta2=0.9), [1e-3, 0.01]), (dict(optimizer="clipped_ada", clip=0.01), [1e-3, 0.01, 0.05]),
+])
+def test_population_matches_separate_runs(changes, lrs):
     base = BASE.replace(**changes)
-    cfgs = pop.population_configs(base, lrs=[0.05, 0.3, 0.8], seeds=[0, 3])
+    cfgs = pop.population_configs(base, lrs=lrs, seeds=[0, 3])
     hist = pop.train_population(cfgs)
-    assert hist.train_loss.shape == (6, base.steps + 1)
+    assert hist.train_loss.shape == (len(cfgs), base.steps + 1)
     for i, c in enumerate(cfgs):
         ref = train(c)
         assert ref.diverged == hist.diverged[i] and ref.diverged_step == hist.diverged_step[i]
@@ -33,7 +37,33 @@ def test_population_matches_separate_runs(changes):
         if not ref.diverged:
             assert _max_rel(ref.test_loss, [hist.test_loss[i]]) < 1e-9
     # different seeds really give different runs (the test would be vacuous otherwise)
-    assert _max_rel(hist.train_loss[0], hist.train_loss[3]) > 1e-3
+    assert _max_rel(hist.train_loss[0], hist.train_loss[len(lrs)]) > 1e-3
+
+
+def test_clip_and_betas_vary_across_members():
+    """Clipped-Ada members with different clips (and Adam members with different betas) in one population."""
+    base = BASE.replace(optimizer="clipped_ada", lr=0.01)
+    cfgs = [base.replace(clip=c, seed=s) for s in (0, 1) for c in (1e-3, 0.02, 10.0)]
+    hist = pop.train_population(cfgs)
+    np.testing.assert_array_equal(hist.clip, [1e-3, 0.02, 10.0] * 2)
+    for i, c in enumerate(cfgs):
+        ref = train(c)
+        assert ref.diverged == hist.diverged[i]
+        assert _max_rel(ref.train_loss, hist.train_loss[i, :len(ref.train_loss)]) < 1e-9
+    # the clip is active: tighter clips give larger effective steps (here the tightest one diverges)
+    assert hist.diverged[0] and not hist.diverged[1:3].any()
+    assert _max_rel(hist.train_loss[1], hist.train_loss[2]) > 1e-3
+    # a clip above every sqrt(v_hat) is plain Adam
+    adam = train(base.replace(optimizer="adam"))
+    assert _max_rel(adam.train_loss, hist.train_loss[2]) < 1e-9
+    cfgs = [BASE.replace(optimizer="adam", lr=0.003, beta1=b1, beta2=b2, eps=eps)
+            for b1, b2, eps in ((0.9, 0.999, 1e-8), (0.5, 0.99, 1e-3), (0.0, 0.999, 1e-8))]
+    hist = pop.train_population(cfgs)
+    for i, c in enumerate(cfgs):
+        ref = train(c).train_loss
+        assert _max_rel(ref, hist.train_loss[i, :len(ref)]) < 1e-9
+    assert not hist.diverged.any()
+    assert min(_max_rel(hist.train_loss[0], hist.train_loss[i]) for i in (1, 2)) > 1e-3
 
 
 def test_float32_population_matches_to_float_tolerance():
@@ -43,8 +73,10 @@ def test_float32_population_matches_to_float_tolerance():
         assert _max_rel(train(c).train_loss, hist.train_loss[i]) < 1e-4
 
 
-def test_divergent_member_is_masked_and_recorded():
-    cfgs = pop.population_configs(BASE.replace(eig_every=5, eig_max_iter=40), lrs=[0.1, 200.0])
+@pytest.mark.parametrize("changes, lrs", [(dict(), [0.1, 200.0]), (dict(optimizer="adam"), [0.01, 300.0]),
+                                          (dict(optimizer="clipped_ada", clip=0.01), [0.01, 300.0])])
+def test_divergent_member_is_masked_and_recorded(changes, lrs):
+    cfgs = pop.population_configs(BASE.replace(eig_every=5, eig_max_iter=40, **changes), lrs=lrs)
     hist = pop.train_population(cfgs)
     ref = train(cfgs[1])
     assert ref.diverged and hist.diverged[1] and not hist.diverged[0]
@@ -56,11 +88,12 @@ def test_divergent_member_is_masked_and_recorded():
     assert _max_rel(train(cfgs[0]).train_loss, hist.train_loss[0]) < 1e-9
 
 
-def test_batched_lanczos_matches_per_member_lanczos_and_dense():
+@pytest.mark.parametrize("hvp_method", ["reverse", "forward"])
+def test_batched_lanczos_matches_per_member_lanczos_and_dense(hvp_method):
     prob = build_problem(BASE)
     cfgs = pop.population_configs(BASE, seeds=[0, 1, 2])
     theta = pop._init_thetas(cfgs, prob)
-    res = pop.batched_lanczos(prob.hessian_objective, theta, k=3, max_iter=120, tol=1e-8)
+    res = pop.batched_lanczos(prob.hessian_objective, theta, k=3, max_iter=120, tol=1e-8, hvp_method=hvp_method)
     assert bool(res.converged.all())
     for p in range(3):
         op = curvature.HessianOperator(prob.hessian_objective, theta[p])
@@ -69,6 +102,37 @@ def test_batched_lanczos_matches_per_member_lanczos_and_dense():
         assert torch.allclose(res.values[p], one.values, rtol=1e-7)
         assert torch.allclose(res.values[p], dense, rtol=1e-7)
         assert float(res.residuals[p].max()) < 1e-5 * float(dense[0])
+    assert res.n_matvec > 40  # the Krylov basis grew past its first block
+
+
+def test_chunked_top_eigenpairs_match_one_batch():
+    prob = build_problem(BASE)
+    theta = pop._init_thetas(pop.population_configs(BASE, seeds=[0, 1, 2]), prob)
+    active = torch.tensor([True, False, True])
+    one = pop.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active)
+    per_member = (120 + 1) * theta.shape[1] * 8
+    chunked = pop.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active,
+                                         max_bytes=2 * per_member)  # chunks of two members
+    assert chunked.values.shape == (3, 2) and chunked.vectors.shape == (3, theta.shape[1], 2)
+    assert torch.isnan(chunked.values[1]).all() and torch.isnan(one.values[1]).all()
+    torch.testing.assert_close(chunked.values[[0, 2]], one.values[[0, 2]], rtol=1e-7, atol=0)
+
+
+def test_batched_lanczos_restarts_after_breakdown_on_a_low_rank_hessian():
+    """A rank-3 Hessian makes the Krylov space invariant after 3 steps: the recursion must restart with a
+    fresh orthogonal direction (beta = 0) to find the 4th eigenvalue, 0, instead of stalling or repeating."""
+    d = torch.tensor([5.0, 3.0, 1.0] + [0.0] * 7, dtype=torch.float64)
+
+    def objective(theta):
+        return 0.5 * (d * theta ** 2).sum()
+
+    Theta = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for hvp_method in ("reverse", "forward"):
+        res = pop.batched_lanczos(objective, Theta, k=4, max_iter=10, tol=1e-10, check_every=1, hvp_method=hvp_method)
+        torch.testing.assert_close(res.values, d[:4].expand(3, 4), rtol=1e-10, atol=1e-10)
+        assert float(res.residuals.max()) < 1e-10
+        gram = torch.einsum("pdk,pdl->pkl", res.vectors, res.vectors)  # four orthonormal eigenvectors per member
+        torch.testing.assert_close(gram, torch.eye(4, dtype=torch.float64).expand(3, 4, 4), rtol=0, atol=1e-8)
 
 
 def test_batched_lanczos_warm_start_and_inactive_member():
@@ -103,9 +167,107 @@ def test_sweep_over_batch_sizes_keeps_order():
 def test_bad_populations_raise_config_errors():
     with pytest.raises(ConfigError, match="differ only"):
         pop.train_population([BASE, BASE.replace(n_train=32)])
-    with pytest.raises(ConfigError, match="train.train"):
-        pop.train_population([BASE.replace(optimizer="adam")])
+    with pytest.raises(ConfigError, match="differ only"):
+        pop.train_population([BASE.replace(optimizer="adam"), BASE.replace(optimizer="clipped_ada")])
+    with pytest.raises(ConfigError, match="hvp_method"):
+        pop.batched_lanczos(lambda th: (th ** 2).sum(), torch.zeros(1, 3), hvp_method="dense")
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        pop.train_population([BASE], checkpoint_every=-1)
     with pytest.raises(ConfigError, match="same steps"):
         pop.train_sweep([BASE, BASE.replace(steps=3)])
     with pytest.raises(ConfigError):
         pop.train_population([])
+
+
+def test_keep_theta_matches_separate_runs_and_stopping():
+    base = BASE.replace(steps=40, stop_loss=0.3)
+    cfgs = pop.population_configs(base, lrs=[0.05, 0.5, 200.0])
+    hist = pop.train_population(cfgs, keep_theta=True)
+    assert hist.theta.shape == (3, build_problem(base).flat.theta0.numel())
+    assert hist.stopped_step[1] > 0 and hist.stopped_step[0] == -1  # one member stops early, one runs on
+    for i, c in enumerate(cfgs):
+        ref = train(c, keep_theta=True)
+        assert hist.final_step[i] == ref.step[-1] and hist.final_train_loss[i] == pytest.approx(ref.train_loss[-1])
+        if ref.diverged:
+            assert hist.diverged[i] and np.isnan(hist.theta[i]).all()
+        else:
+            assert _max_rel(ref.theta_final, hist.theta[i]) < 1e-8
+    assert pop.train_population(cfgs).theta is None
+
+
+def _assert_same_history(a: pop.PopulationHistory, b: pop.PopulationHistory) -> None:
+    for name, value in a.as_arrays().items():
+        if name != "wall_seconds":
+            np.testing.assert_array_equal(value, b.as_arrays()[name], err_msg=name)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("changes", [dict(optimizer="sgd", batch_size=24), dict(optimizer="adam", batch_size=24)])
+def test_interrupted_population_resumes_exactly(tmp_path, changes):
+    base = BASE.replace(steps=30, eig_every=10, eig_max_iter=40, stop_loss=0.2, **changes)
+    lrs = [0.1, 0.5, 500.0] if changes["optimizer"] == "sgd" else [0.005, 0.05, 500.0]
+    cfgs = pop.population_configs(base, lrs=lrs, seeds=[0, 1])
+    whole = pop.train_population(cfgs, keep_theta=True)
+    assert whole.diverged.any() and not whole.diverged.all()
+    ck = tmp_path / "pop.pt"
+
+    def interrupt(step, total):
+        if step == 17:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5, progress=interrupt)
+    assert ck.exists()
+    seen = []
+    resumed = pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5,
+                                   progress=lambda s, n: seen.append(s))
+    assert seen[0] == 16  # it continued from the checkpoint of step 15, it did not start again
+    _assert_same_history(whole, resumed)
+    # a finished checkpoint gives the same result without training again
+    seen.clear()
+    again = pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5,
+                                 progress=lambda s, n: seen.append(s))
+    assert not seen
+    _assert_same_history(whole, again)
+    with pytest.raises(ConfigError, match="another population"):
+        pop.train_population(cfgs[:-1], checkpoint_path=ck, checkpoint_every=5)
+
+
+def test_sweep_keeps_theta_and_checkpoints_every_population(tmp_path):
+    cfgs = [BASE.replace(optimizer=o, batch_size=b, lr=lr) for o, b in (("sgd", 16), ("adam", 32))
+            for lr in (0.01, 0.05)]
+    cfgs = [cfgs[2], cfgs[0], cfgs[3], cfgs[1]]
+    whole = pop.train_sweep(cfgs, keep_theta=True)
+    ck = tmp_path / "sweep.pt"
+    calls = []
+
+    def interrupt(step, total):
+        calls.append((step, total))
+        if step == BASE.steps + 7:  # inside the second population
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        pop.train_sweep(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5, progress=interrupt)
+    assert calls[-1] == (BASE.steps + 7, 2 * BASE.steps)
+    paths = pop.sweep_checkpoint_paths(ck, 2)
+    assert all(p.exists() for p in paths) and paths[0].name == "sweep-pop0.pt"
+    resumed = pop.train_sweep(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5)
+    _assert_same_history(whole, resumed)
+    for i, c in enumerate(cfgs):
+        assert _max_rel(train(c, keep_theta=True).theta_final, whole.theta[i]) < 1e-8
+
+
+def test_sweep_pads_curvature_of_a_population_that_stopped_early():
+    fast = BASE.replace(lr=0.5, stop_loss=0.3, eig_every=4, eig_max_iter=40)  # GD stops after a few steps
+    slow = fast.replace(optimizer="sgd", batch_size=16, lr=0.01)
+    hist = pop.train_sweep([fast, slow])
+    assert 0 < hist.stopped_step[0] < 8 and hist.stopped_step[1] == -1
+    np.testing.assert_array_equal(hist.eig_step, np.arange(0, BASE.steps + 1, 4))
+    n_fast = hist.stopped_step[0] // 4 + 1  # evaluations up to and including the stopping step
+    assert np.isfinite(hist.eigs[0, :n_fast]).all() and np.isnan(hist.eigs[0, n_fast:]).all()
+    assert np.isfinite(hist.eigs[1]).all()
+    one = pop.train_population([fast])
+    assert len(one.eig_step) == n_fast and one.padded(hist.eig_step).eigs.shape == hist.eigs[:1].shape
