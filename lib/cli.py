@@ -24,7 +24,7 @@ import traceback
 
 from . import experiments
 from .config import ConfigError
-from .results import device_description, git_commit, results_dir
+from .results import atomic_write_bytes, device_description, git_commit, results_dir
 
 
 EXIT_TIME_BUDGET = 3  # reproduce stopped at --time-budget: run the same command again to continue
@@ -68,17 +68,38 @@ def _default_device(name: str | None) -> str:
 
 
 def _write_timings(scale: str, device: str, rows: list[tuple[str, str, float]], total: float) -> str:
+    """Write ``results/<scale>/TIMINGS.md``: this invocation's rows, then every other experiment whose
+    stored result is current (with the seconds and device recorded in its provenance), so that a
+    reproduction done in several invocations, or partly on other machines, keeps one complete table."""
     out = results_dir(scale) / "TIMINGS.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    seen = {n for n, _, _ in rows}
+    others = []
+    for name in experiments.names():
+        if name in seen:
+            continue
+        stored = experiments.stored(name, scale)
+        if stored.available:
+            others.append((name, "current, not run by this invocation", float(stored.provenance.get("wall_seconds") or 0.0)))
+
+    def where(name: str, status: str) -> str:
+        if status.startswith(("current", "computed")):
+            stored = experiments.stored(name, scale)
+            if stored.available:
+                return str(stored.provenance.get("device", ""))
+        return ""
+
+    all_rows = rows + others
     lines = [f"# Timings of `python -m instabilities reproduce --scale {scale}`", "",
-             f"Device: {device_description(device)}; commit {git_commit()[:12]}; "
+             f"Last invocation: {device_description(device)}; commit {git_commit()[:12]}; "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
-             "Seconds of a skipped (already current) result are those recorded in its provenance.", "",
-             "| experiment | status | seconds |", "|---|---|---|"]
-    lines += [f"| {n} | {s} | {d:.1f} |" for n, s, d in rows]
-    lines += ["", f"Sum of the seconds above: {sum(d for _, _, d in rows):.1f} s. "
-              f"Total wall time of this invocation: {total:.1f} s"]
-    out.write_text("\n".join(lines) + "\n")
+             "Seconds of a result that was not computed by the last invocation are those recorded in its "
+             "provenance (all parts of a resumed run added up), on the device named in the row.", "",
+             "| experiment | status | seconds | device |", "|---|---|---|---|"]
+    lines += [f"| {n} | {st} | {d:.1f} | {where(n, st)} |" for n, st, d in all_rows]
+    lines += ["", f"Sum of the seconds above: {sum(d for _, _, d in all_rows):.1f} s. "
+              f"Total wall time of the last invocation: {total:.1f} s"]
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
     return str(out)
 
 

@@ -192,3 +192,15 @@ def test_time_budget_alarm_stops_an_experiment_that_reports_no_progress(registry
     assert cli.main(["reproduce", "--only", "silent", "--device", "cpu", "--time-budget", "0.2"]) == cli.EXIT_TIME_BUDGET
     assert "not resumable, restarts" in capsys.readouterr().out
     assert not experiments.stored("silent").available
+
+
+def test_timings_keep_current_results_of_earlier_invocations(registry):
+    experiments.register("other", chapter="x", description="counts too",
+                         configs={"ci": DummyConfig(scale="ci", n=2), "full": DummyConfig(scale="full", n=4)},
+                         run=_run_dummy)
+    assert cli.main(["reproduce", "--only", "dummy", "--device", "cpu"]) == 0
+    assert cli.main(["reproduce", "--only", "other", "--device", "cpu"]) == 0
+    timings = (registry / "full" / "TIMINGS.md").read_text()
+    assert "| other | computed |" in timings
+    assert "| dummy | current, not run by this invocation |" in timings  # not lost by the second invocation
+    assert timings.count("cpu:") >= 2  # each row names the device recorded in its provenance

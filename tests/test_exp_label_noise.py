@@ -1,4 +1,6 @@
 """Tests of the label-noise experiments: registry, configs, small runs."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +8,11 @@ import torch
 from instabilities import experiments
 from instabilities.config import ConfigError
 from instabilities import label_noise as ln
-from instabilities.exp_label_noise import (TRAJECTORY_KEYS, ArchConfig, ChainConfig, extrapolated, extrapolated_sem,
-                                           run_architectures, run_chain, stationary_mean, stationary_sem)
+from instabilities.exp_label_noise import (TRAJECTORY_KEYS, ArchConfig, ChainConfig, ChainConvergenceConfig,
+                                           RelaxedChainConfig, SweepConfig, drift_path_deviation, extrapolated,
+                                           extrapolated_bracket, extrapolated_sem, relaxation_schedule,
+                                           run_architectures, run_chain, run_relaxed_chain, stationary_mean,
+                                           stationary_sem)
 
 NAMES = ("label_noise_chain", "label_noise_sweep", "label_noise_reconcile", "label_noise_architectures")
 
@@ -87,3 +92,115 @@ def test_diverging_replicas_are_counted_not_averaged():
     res = run_chain(cfg)
     assert res["n_diverged"][0, 1, 0] == 2 and res["n_diverged"][0, 0, 0] == 0
     assert np.isnan(stationary_mean(res)[0, 1, 0]) and np.isfinite(stationary_mean(res)[0, 0, 0])
+
+
+def test_reconcile_keeps_chain_config():
+    """Sweep and chain run lengths come from tau (their own classes); reconcile keeps ChainConfig (its stored hash)."""
+    assert type(experiments.config("label_noise_chain", "full")) is ChainConvergenceConfig
+    assert type(experiments.config("label_noise_reconcile", "full")) is ChainConfig
+    assert type(experiments.config("label_noise_sweep", "full")) is SweepConfig
+    for name in ("label_noise_chain", "label_noise_sweep"):
+        assert isinstance(experiments.config(name, "full"), RelaxedChainConfig)
+    # same fields, different experiments: the class name keeps their hashes apart
+    assert SweepConfig().config_hash() != ChainConvergenceConfig().config_hash()
+    assert [f.name for f in dataclasses.fields(ChainConfig)] == [
+        "scale", "depth", "teacher", "noise_trace", "ratios", "etas", "init_hidden_sq", "replicas", "batch_size",
+        "steps", "record_every", "seed"]
+
+
+def test_sweep_config_errors_name_the_fix():
+    with pytest.raises(ConfigError, match="distinct"):
+        SweepConfig(etas=(0.1, 0.1))
+    with pytest.raises(ConfigError, match="burn_in"):
+        SweepConfig(burn_in=1.0)
+    with pytest.raises(ConfigError, match="relaxation_times"):
+        SweepConfig(relaxation_times=0.0)
+    with pytest.raises(ConfigError, match="2 outputs"):
+        SweepConfig(teacher=(1.0,))
+
+
+def test_sweep_schedule_scales_with_the_relaxation_time():
+    """tau = (2 + r) / (4 eta^2) for the default chain; a cell runs relaxation_times * tau steps (>= min_steps)."""
+    cfg = SweepConfig(ratios=(1.0, 100.0), etas=(0.01, 0.02), relaxation_times=3.0, records=7, min_steps=30000)
+    tau, steps = relaxation_schedule(cfg)
+    np.testing.assert_allclose(tau, [[3 / 4e-4, 3 / 16e-4], [102 / 4e-4, 102 / 16e-4]], rtol=1e-12)
+    assert np.all(steps % 7 == 0) and np.all(steps >= 3.0 * tau) and np.all(steps - 7 < np.maximum(3.0 * tau, 30000))
+    assert steps[0, 1] == 30002  # min_steps = 30000 rounded up to a multiple of 7
+
+
+def test_sweep_bracket_narrows_with_run_length_and_contains_the_closed_form():
+    """Starts on both sides of the attracting balance bracket the eta -> 0 value: wide after 2 tau, narrow after 10."""
+    base = SweepConfig(ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0), replicas=4, records=12,
+                       min_steps=100)
+    widths = []
+    for n_tau in (2.0, 10.0):
+        res = run_relaxed_chain(base.replace(relaxation_times=n_tau))
+        assert res["flow_sharpness_mean"].shape == (13, 1, 2, 2) and res["steps"].shape == (13, 1, 2)
+        np.testing.assert_array_equal(res["steps"][-1], res["run_steps"])
+        assert int(res["n_diverged"].sum()) == 0 and float(res["burn_in"]) == 0.75
+        # the stored burn-in is the default of the stationary statistics
+        np.testing.assert_allclose(stationary_mean(res), stationary_mean(res, burn_in=0.75))
+        assert not np.allclose(stationary_mean(res), stationary_mean(res, burn_in=0.5))
+        lo, hi = extrapolated_bracket(res)
+        slack = 2 * extrapolated_sem(res)
+        assert lo[0] - slack[0] <= res["predicted_sharpness"][0] <= hi[0] + slack[0]
+        assert lo[0] <= extrapolated(res)[0] <= hi[0]
+        widths.append(float(hi[0] - lo[0]) / res["predicted_sharpness"][0])
+    assert widths[0] > 0.2 and widths[1] < 0.03
+    assert extrapolated(res)[0] == pytest.approx(res["predicted_sharpness"][0], rel=0.02)
+
+
+def test_bracket_swaps_ends_for_negative_weights():
+    """Two step sizes: the eta -> 0 value 2 v(eta) - v(2 eta) is bracketed by [2 lo_1 - hi_2, 2 hi_1 - lo_2]."""
+    m = np.array([[[1.0, 1.2], [0.9, 1.0]]])[..., None]  # [ratio, eta, init] as a one-record trajectory
+    res = {"etas": np.array([0.05, 0.1]), "flow_sharpness_mean": np.moveaxis(m, -1, 0)}
+    lo, hi = extrapolated_bracket(res, burn_in=0.0)
+    np.testing.assert_allclose([lo[0], hi[0]], [2 * 1.0 - 1.0, 2 * 1.2 - 0.9])
+
+
+def test_per_start_extrapolation_and_its_error():
+    """Per start: intercept 2 v(eta) - v(2 eta) with error sqrt(4 e1^2 + e2^2); their mean is the pooled value."""
+    m = np.array([[[1.0, 1.3, 0.7], [0.8, 1.2, 0.4]]])  # [ratio, eta, init]
+    sem = np.array([[[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]]])
+    res = {"etas": np.array([0.05, 0.1]), "flow_sharpness_mean": m[None], "flow_sharpness_sem": sem}
+    per = extrapolated(res, burn_in=0.0, per_start=True)
+    np.testing.assert_allclose(per, [[1.2, 1.4, 1.0]])
+    np.testing.assert_allclose(per.mean(axis=1), extrapolated(res, burn_in=0.0))
+    np.testing.assert_allclose(extrapolated_sem(res, per_start=True), np.sqrt(4 * sem[:, 0] ** 2 + sem[:, 1] ** 2))
+    # three step sizes, parabola: exact on v = 2 + eta - 3 eta^2 for every start
+    e = np.array([0.01, 0.02, 0.04])
+    res3 = {"etas": e, "flow_sharpness_mean": np.broadcast_to((2 + e - 3 * e ** 2)[None, :, None], (1, 3, 2))[None]}
+    np.testing.assert_allclose(extrapolated(res3, burn_in=0.0, degree=2, per_start=True), [[2.0, 2.0]], rtol=1e-10)
+    assert abs(extrapolated(res3, burn_in=0.0, degree=1, per_start=True)[0, 0] - 2.0) > 1e-4
+
+
+def test_drift_path_deviation_falls_with_run_length_and_has_the_sign_of_the_start():
+    """Starts below t* (sharper) approach S* from above, starts in (t*, 1) from below; 15 tau is enough."""
+    base = ChainConvergenceConfig(ratios=(16.0,), etas=(0.01, 0.02), init_hidden_sq=(0.05, 0.5, 0.2425356), records=40)
+    short, long = drift_path_deviation(base.replace(relaxation_times=2.0)), drift_path_deviation(base.replace(relaxation_times=15.0))
+    assert short.shape == (1, 2, 3)
+    assert short[0, 0, 0] > 0.2 and short[0, 0, 1] < -0.003  # t* = 1/sqrt(17) = 0.2425
+    assert abs(short[0, 0, 2]) < 1e-5  # the start at t* stays there
+    assert np.all(np.abs(long) < 1e-4) and np.all(np.abs(long) <= np.abs(short))
+    np.testing.assert_allclose(long[0, 0], long[0, 1], atol=1e-6)  # in units of tau the path does not depend on eta
+
+
+def test_chain_convergence_run_forgets_its_start():
+    """Three starting minima (S from 2 to 10) reach the same stationary sharpness in every cell; cells have their own
+    length (steps / tau ends at relaxation_times), and each start extrapolates to the closed form."""
+    cfg = ChainConvergenceConfig(ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0, 4.0), replicas=6,
+                                 relaxation_times=12.0, records=24)
+    res = run_relaxed_chain(cfg)
+    assert int(res["n_diverged"].sum()) == 0
+    assert res["flow_sharpness_mean"].shape == (25, 1, 2, 3)
+    x = res["steps"][:, 0] / res["relaxation_steps"][0]  # [record, eta] in relaxation times
+    np.testing.assert_allclose(x[-1], 12.0, rtol=0.01)
+    assert res["steps"][-1, 0, 0] > 3 * res["steps"][-1, 0, 1]  # half the step size: four times the steps
+    start = res["flow_sharpness_mean"][0, 0, 0]
+    assert start.max() - start.min() > 5.0
+    stat, sem = stationary_mean(res)[0], stationary_sem(res)[0]  # [eta, init]
+    spread = stat.max(axis=1) - stat.min(axis=1)
+    assert np.all(spread < 4 * np.sqrt(2) * sem.max(axis=1) + 0.01 * res["predicted_sharpness"][0])
+    per = extrapolated(res, per_start=True)[0]
+    err = extrapolated_sem(res, per_start=True)[0]
+    assert np.all(np.abs(per - res["predicted_sharpness"][0]) < 4 * err + 0.01 * res["predicted_sharpness"][0])

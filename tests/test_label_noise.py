@@ -146,3 +146,79 @@ def test_bad_inputs_raise_config_errors():
         ln.extrapolate_to_zero([0.1, 0.1], [1.0, 2.0])
     with pytest.raises(ConfigError, match="noise along a"):
         ln.chain_fixed_point(TEACHER, torch.diag(torch.tensor([0.0, 1.0], dtype=torch.float64)))
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_relaxation_time_is_the_linear_rate_of_the_balance_path(depth):
+    """tau = (2 + r) / (4 eta^2) for D = 2 (a = (1,0), trace 2); near t* the drift path decays as exp(-n / tau)."""
+    for r in (0.25, 4.0, 100.0):
+        cov = ln.noise_covariance(r)
+        tau = ln.chain_relaxation_time(TEACHER, cov, 0.01, depth)
+        if depth == 2:
+            assert tau == pytest.approx((2 + r) / (4 * 0.01 ** 2), rel=1e-12)
+        t_star = ln.chain_fixed_point(TEACHER, cov, depth)["hidden_sq"]
+        path = ln.chain_balance_path(t_star * (1 + 1e-5), [0.0, tau, 3 * tau], TEACHER, cov, 0.01, depth)
+        np.testing.assert_allclose((path - t_star) / (t_star * 1e-5), np.exp([0.0, -1.0, -3.0]), rtol=2e-3)
+        for start in (t_star / 2, 2 * t_star):  # from further away too: a single attracting balance
+            far = ln.chain_balance_path(start, [0.0, 20 * tau], TEACHER, cov, 0.01, depth)
+            assert abs(far[-1] / t_star - 1) < 1e-4
+
+
+def _fitted_relaxation_time(delta: np.ndarray, seg: int) -> float:
+    """tau of a sampled exponential relaxation: delta_{k+1} - delta_k = alpha + beta delta_k, exp(-seg/tau) = 1 + beta."""
+    beta = np.polyfit(delta[:-1], np.diff(delta), 1)[0]
+    return float(-seg / np.log1p(beta))
+
+
+def test_relaxation_time_matches_simulated_relaxation():
+    """The replica-mean balance delta = |u|^2 - w^2 of SGD relaxes like the drift path: fitted tau within 20 %.
+
+    The drift path (``chain_balance_path``) fitted the same way absorbs the nonlinearity of a start 30 % away
+    from t*; what remains is the O(eta S) correction of the rate. r = 1 and r = 9 have tau in the ratio 11/3;
+    a rate proportional to sqrt(q) instead of q would give sqrt(5) and miss by 40 %.
+    """
+    A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
+    I = torch.eye(1, dtype=torch.float64)
+    eta, R = 0.02, 128
+    for r in (1.0, 9.0):
+        cov = ln.noise_covariance(r)
+        tau = ln.chain_relaxation_time(TEACHER, cov, eta)
+        t0 = 1.3 * ln.chain_fixed_point(TEACHER, cov)["hidden_sq"]
+        seg = int(tau / 10)
+        t_path = ln.chain_balance_path(t0, seg * np.arange(25), TEACHER, cov, eta)
+        tau_path = _fitted_relaxation_time(1 / t_path - t_path, seg)
+        assert tau_path == pytest.approx(tau, rel=0.15)  # the linear tau already describes the drift path
+        net, theta = ln.chain_point(t0, TEACHER, 2)
+        theta, deltas = theta.expand(R, -1).clone(), []
+        for k in range(25):  # 2.5 tau in 25 segments
+            th = theta.numpy()
+            deltas.append(float(np.mean((th[:, 1:] ** 2).sum(1) - th[:, 0] ** 2)))
+            out = ln.label_noise_sgd(net, theta, A, I, cov, eta, seg, seed=k, track=False, chain_kernel=True)
+            theta = torch.from_numpy(out["theta_final"])
+        tau_sgd = _fitted_relaxation_time(np.asarray(deltas), seg)
+        assert tau_sgd == pytest.approx(tau_path, rel=0.2), (r, tau_sgd, tau_path, tau)
+
+
+def test_chain_kernel_matches_the_generic_loop():
+    """The written-out two-layer chain step gives the generic loop's trajectories (same random numbers)."""
+    A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
+    I = torch.eye(1, dtype=torch.float64)
+    net = ln.chain_point(1.0, TEACHER, 2)[0]
+    thetas = torch.stack([ln.chain_point(t, TEACHER, 2)[1] for t in (0.1, 1.0) for _ in range(3)])
+    lrs = [0.05, 0.05, 3.0, 0.05, 0.05, 3.0]  # eta = 3 diverges
+    kw = dict(steps=1200, batch_size=1, record_every=300, seed=3)
+    ref = ln.label_noise_sgd(net, thetas, A, I, ln.noise_covariance(4.0), lrs, **kw)
+    fast = ln.label_noise_sgd(net, thetas, A, I, ln.noise_covariance(4.0), lrs, chain_kernel=True, **kw)
+    assert fast["diverged"].tolist() == ref["diverged"].tolist() == [False, False, True] * 2
+    np.testing.assert_array_equal(fast["steps"], ref["steps"])
+    for key in ("sharpness", "flow_sharpness", "trace_fluctuation", "theta_final"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+def test_quadratic_extrapolation_is_exact_on_a_parabola():
+    etas = [0.005, 0.01, 0.02]
+    values = [3.0 - 20 * e + 400 * e ** 2 for e in etas]
+    assert ln.extrapolate_to_zero(etas, values, degree=2) == pytest.approx(3.0, rel=1e-10)
+    assert ln.extrapolate_to_zero(etas, values) != pytest.approx(3.0, rel=1e-3)  # a line is biased
+    with pytest.raises(ConfigError, match="3 distinct"):
+        ln.extrapolate_to_zero(etas[:2], values[:2], degree=2)
