@@ -118,7 +118,7 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
     If ``HX0 = H X0`` is given as well (from :meth:`HessianOperator.grad_and_matmat`, fused with a
     training step's gradient), ``X0`` must be an orthonormal ``(dim, block_size)`` block (see
     :func:`start_block`); it is used as is, and its products count in ``n_matvec`` only if they
-were made by ``op`` (``op.grad_and_matmat`` counts them).
+    were made by ``op`` (``op.grad_and_matmat`` counts them).
     The basis is kept in float64; residuals are exact (computed from the stored ``H V``).
     """
     if k < 1:

@@ -497,7 +497,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
                      checkpoint_path: str | Path | None = None, checkpoint_every: int = 0) -> PopulationHistory:
     """Train every config in ``configs`` at once as one vmapped population (see the module docstring).
 
-    All configs must share everything but :data:`VARYING` (:func:`check_population`).
+    All configs must share everything but the fields in ``VARYING`` (:func:`check_population`).
     Curvature tracking (``eig_every``, ``n_eigs``, ``eig_tol``, ``eig_max_iter``, ``n_hessian``) uses
     :func:`batched_lanczos`, warm-started from the previous eigenvectors of each member.
     ``keep_theta`` returns every member's final parameters (``history.theta``; NaN rows for
