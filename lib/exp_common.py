@@ -83,7 +83,7 @@ def run_population(configs: Sequence[TrainConfig], progress: Callable[[int, int]
     ``0, eig_every, ..., steps`` even when all members stopped or diverged early.
 
     With the experiment's ``name`` and its ``cfg`` at scale ``full``, the population saves a checkpoint
-    every :data:`CHECKPOINT_EVERY` steps to ``experiments.checkpoint_path(name, cfg)`` and resumes from it
+    every ``CHECKPOINT_EVERY`` steps to ``experiments.checkpoint_path(name, cfg)`` and resumes from it
     (``ci`` runs, which take seconds, write no files).
     """
     if name is not None and cfg is not None and cfg.scale == "full":
