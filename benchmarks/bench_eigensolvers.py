@@ -8,7 +8,7 @@ top eigenvalues close to 2/eta), then compares our Lanczos, our block Krylov sol
 iteration against a tightly converged Lanczos reference (``block_eigs.time_eigensolvers``).
 """
 from _common import eos_point, header, parser, write_json
-from instabilities.block_eigs import time_eigensolvers
+from instabilities.curvature.block import time_eigensolvers
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from _common import eos_point, header, parser, write_json
 from instabilities import curvature
-from instabilities.block_eigs import measure_tracking_cost
+from instabilities.curvature.block import measure_tracking_cost
 
 SETTINGS = [  # (label, keyword arguments of measure_tracking_cost); all warm-start from step t-2
     ("tol 1e-2, b=2 (previous default)", dict(tol=1e-2, block_size=2)),

@@ -14,7 +14,7 @@ one batched product per layer, so the population costs little more than a single
   run up to float rounding. Optimizer state is elementwise, one ``(P, dim)`` tensor per buffer.
 * Divergent members are masked and recorded (``diverged``, ``diverged_step``); their later
   entries are NaN and they never contaminate the others.
-* Sharpness tracking is batched too: :func:`batched_lanczos` keeps one Krylov basis per member,
+* Sharpness tracking is batched too: :func:`~instabilities.curvature.batched_lanczos` keeps one Krylov basis per member,
   all on the device, with one Hessian-vector product per Krylov step for the whole population
   (double backward through a vmapped forward pass, or vmapped ``jvp`` of ``grad``), warm starts
   from the previous eigenvectors and a host synchronisation only every ``check_every`` Krylov steps.
@@ -39,12 +39,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.func import grad, grad_and_value, jvp, vmap
+from torch.func import grad, grad_and_value, vmap
 
 from .config import ConfigError
+from .curvature import batched_top_eigenpairs
 from .losses import loss_value
 from .models import build_model, FlatModel
-from .train import Problem, TrainConfig, _atomic_torch_save, build_problem, train
+from .results import atomic_torch_save
+from .train import Problem, TrainConfig, build_problem, train
 
 # fields that may differ inside one population
 VARYING = ("lr", "seed", "momentum", "clip", "beta1", "beta2", "eps")
@@ -193,210 +195,6 @@ def check_population(configs: Sequence[TrainConfig]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# batched Hessian-vector products and Lanczos
-# --------------------------------------------------------------------------------------------
-def population_hvp(objective: Callable[[torch.Tensor], torch.Tensor]):
-    """``(Theta (P, dim), V (P, dim)) -> (P, dim)``: one Hessian-vector product per member, vmapped."""
-    def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(objective), (theta,), (v,))[1]
-
-    return vmap(one)
-
-
-def population_hvp_block(objective: Callable[[torch.Tensor], torch.Tensor]):
-    """``(Theta (P, dim), V (P, dim, k)) -> (P, dim, k)``: ``k`` products per member, vmapped twice."""
-    def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(objective), (theta,), (v,))[1]
-
-    return vmap(vmap(one, in_dims=(None, 1), out_dims=1))
-
-
-def population_hvp_reverse(objective: Callable[[torch.Tensor], torch.Tensor],
-                           Theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``V (P, dim) -> (P, dim)``: the Hessian-vector products of every member at the rows of ``Theta``
-    by double backward. The gradient graph of ``sum_p L(theta_p)`` (block diagonal Hessian) is built
-    once; every product is one backward pass through it, usually cheaper than ``jvp`` of ``grad``."""
-    leaf = Theta.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        g, = torch.autograd.grad(vmap(objective)(leaf).sum(), leaf, create_graph=True)
-
-    def hv(V: torch.Tensor) -> torch.Tensor:
-        if not g.requires_grad:  # the gradient does not depend on theta: zero Hessian
-            return torch.zeros_like(leaf)
-        with torch.enable_grad():
-            out, = torch.autograd.grad(g, leaf, V.to(leaf.dtype), retain_graph=True, allow_unused=True)
-        return torch.zeros_like(leaf) if out is None else out
-
-    return hv
-
-
-@dataclasses.dataclass
-class BatchedEigResult:
-    """Top-``k`` eigenpairs of every member: ``values (P, k)``, ``vectors (P, dim, k)``, ``residuals (P, k)``.
-
-    Rows of inactive members are NaN. ``n_matvec`` counts products per member.
-    """
-
-    values: torch.Tensor
-    vectors: torch.Tensor
-    residuals: torch.Tensor
-    n_matvec: int
-    converged: torch.Tensor
-
-
-_KRYLOV_BLOCK = 32
-
-
-def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """Remove from each row ``w[p]`` its components along the rows of ``Q[p]`` (twice)."""
-    for _ in range(2):
-        w = w - torch.einsum("pm,pmd->pd", torch.einsum("pmd,pd->pm", Q, w), Q)
-    return w
-
-
-def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
-                    max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
-                    active: torch.Tensor | None = None, seed: int = 0, check_every: int = 5,
-                    min_iter: int | None = None, hvp_method: str = "reverse") -> BatchedEigResult:
-    """Top-``k`` Hessian eigenpairs of ``objective`` at every row of ``Theta`` at once.
-
-    One Lanczos recursion with full re-orthogonalisation per member; the Krylov bases live on the
-    device in float64 as a ``(P, m, dim)`` tensor and every step costs one vmapped Hessian-vector
-    product for the whole population. The stopping rule is the one of
-    :func:`instabilities.curvature.lanczos` (Ritz residual estimate ``<= tol * |lambda_1|`` for every
-    wanted pair) applied to every active member; it is checked every ``check_every`` steps, which
-    is the only host synchronisation. ``V0`` (``(P, dim)`` or ``(P, dim, j)``) warm-starts.
-    Members with ``active[p] == False`` (e.g. diverged) are skipped and get NaN rows.
-    ``hvp_method``: ``"reverse"`` (double backward through a gradient graph built once per call,
-    :func:`population_hvp_reverse`) or ``"forward"`` (vmapped ``jvp`` of ``grad``).
-    """
-    if k < 1:
-        raise ConfigError(f"k={k} must be >= 1.")
-    if hvp_method not in ("forward", "reverse"):
-        raise ConfigError(f"hvp_method={hvp_method!r}; use 'reverse' (double backward) or 'forward' (jvp of grad).")
-    P, n = Theta.shape
-    dev, dtype = Theta.device, Theta.dtype
-    active = torch.ones(P, dtype=torch.bool, device=dev) if active is None else active.to(dev)
-    active = active & torch.isfinite(Theta).all(-1)
-    safe_theta = torch.where(active[:, None], Theta, torch.zeros_like(Theta)).detach()
-    max_iter = min(max_iter, n)
-    min_iter = min(n, max(min_iter if min_iter is not None else 2 * k + 2, k))
-    if hvp_method == "reverse":
-        hv_rev = population_hvp_reverse(objective, safe_theta)
-        hv = lambda _theta, v: hv_rev(v)  # noqa: E731
-    else:
-        hv = population_hvp(objective)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    f64 = torch.float64
-
-    def noise() -> torch.Tensor:
-        z = torch.randn(P, n, dtype=f64, device=dev, generator=gen)
-        return z / z.norm(dim=-1, keepdim=True)
-
-    q = noise()
-    if V0 is not None:
-        v0 = V0.to(device=dev, dtype=f64)
-        if v0.dim() == 3:
-            weights = torch.linspace(1.0, 0.5, v0.shape[2], dtype=f64, device=dev)
-            v0 = v0 @ weights
-        v0 = torch.nan_to_num(v0)
-        ok = v0.norm(dim=-1, keepdim=True) > 0
-        start = v0 / v0.norm(dim=-1, keepdim=True).clamp_min(1e-300) + 1e-3 * q
-        q = torch.where(ok, start / start.norm(dim=-1, keepdim=True), q)
-    # the Krylov basis grows in blocks of _KRYLOV_BLOCK vectors (warm-started runs rarely need max_iter)
-    Q = torch.zeros(P, min(max_iter + 1, _KRYLOV_BLOCK + 1), n, dtype=f64, device=dev)
-    alpha = torch.zeros(P, max_iter, dtype=f64, device=dev)
-    beta = torch.zeros(P, max_iter, dtype=f64, device=dev)
-    Q[:, 0] = q
-    m = 0
-    converged = torch.zeros(P, dtype=torch.bool, device=dev)
-    for j in range(max_iter):
-        w = hv(safe_theta, Q[:, j].to(dtype)).to(f64)
-        w = torch.nan_to_num(torch.where(active[:, None], w, torch.zeros_like(w)), nan=0.0, posinf=0.0, neginf=0.0)
-        a = (w * Q[:, j]).sum(-1)
-        w = w - a[:, None] * Q[:, j]
-        if j > 0:
-            w = w - beta[:, j - 1, None] * Q[:, j - 1]
-        w = _orthogonalise(w, Q[:, : j + 1])
-        b = w.norm(dim=-1)
-        alpha[:, j] = a
-        m = j + 1
-        # breakdown (invariant subspace): restart with a fresh orthogonal direction and beta = 0
-        small = b <= 1e-10 * a.abs().clamp_min(1.0)
-        if j + 1 < max_iter:
-            if j + 1 >= Q.shape[1]:
-                grow = min(_KRYLOV_BLOCK, max_iter + 1 - Q.shape[1])
-                Q = torch.cat([Q, torch.zeros(P, grow, n, dtype=f64, device=dev)], 1)
-            fresh = noise()  # drawn every step, so the random stream does not depend on the branch below
-            # orthogonalising it costs as much as the re-orthogonalisation above; on a CPU, where asking
-            # whether any member broke down costs nothing, it is done only then; on a GPU always (no sync)
-            if dev.type != "cpu" or bool(small.any()):
-                fresh = _orthogonalise(fresh, Q[:, : j + 1])
-                fresh = fresh / fresh.norm(dim=-1, keepdim=True).clamp_min(1e-300)
-            Q[:, j + 1] = torch.where(small[:, None], fresh, w / b.clamp_min(1e-300)[:, None])
-        b = torch.where(small, torch.zeros_like(b), b)
-        beta[:, j] = b
-        if m >= min_iter and (m % check_every == 0 or m == max_iter):
-            vals, vecs = torch.linalg.eigh(_batched_tridiag(alpha[:, :m], beta[:, : m - 1]))
-            top = vals.flip(-1)[:, :k]
-            est = (b[:, None] * vecs[:, -1, :].flip(-1)[:, :k]).abs()
-            scale = top.abs().amax(-1).clamp_min(1e-12)
-            converged = (est <= tol * scale[:, None]).all(-1) & (top.shape[-1] >= k)
-            if bool((converged | ~active).all()):  # the only host synchronisation
-                break
-    vals, vecs = torch.linalg.eigh(_batched_tridiag(alpha[:, :m], beta[:, : m - 1]))
-    order = torch.argsort(vals, dim=-1, descending=True)[:, :k]
-    values = torch.gather(vals, 1, order)
-    S = torch.gather(vecs, 2, order[:, None, :].expand(P, m, order.shape[1]))
-    vectors = torch.einsum("pmd,pmk->pdk", Q[:, :m], S)
-    vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    if hvp_method == "reverse":
-        HV = torch.stack([hv_rev(vectors[:, :, j]) for j in range(vectors.shape[2])], -1).to(f64)
-    else:
-        HV = population_hvp_block(objective)(safe_theta, vectors.to(dtype)).to(f64)
-    residuals = (HV - vectors * values[:, None, :]).norm(dim=1)
-    nan = torch.full_like(values, float("nan"))
-    values = torch.where(active[:, None], values, nan)
-    residuals = torch.where(active[:, None], residuals, nan)
-    vectors = torch.where(active[:, None, None], vectors, torch.zeros_like(vectors))
-    return BatchedEigResult(values.to(dtype), vectors.to(dtype), residuals.to(dtype), m + values.shape[1],
-                            converged & active)
-
-
-def _batched_tridiag(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    T = torch.diag_embed(alpha)
-    if beta.shape[-1]:
-        T = T + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
-    return T
-
-
-KRYLOV_BYTES = 8 * 2**30  # largest Krylov basis (float64) that one batched Lanczos call may hold
-
-
-def batched_top_eigenpairs(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
-                           max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
-                           active: torch.Tensor | None = None, seed: int = 0,
-                           max_bytes: int = KRYLOV_BYTES) -> BatchedEigResult:
-    """:func:`batched_lanczos` over the rows of ``Theta`` in chunks of members whose Krylov bases
-    (``(max_iter + 1) x dim`` float64 each) fit in ``max_bytes``; one call when they all fit.
-    ``n_matvec`` is the largest count of any chunk (products per member)."""
-    P, n = Theta.shape
-    per_member = (min(max_iter, n) + 1) * n * 8
-    size = max(1, int(max_bytes // per_member))
-    if size >= P:
-        return batched_lanczos(objective, Theta, k, max_iter=max_iter, tol=tol, V0=V0, active=active, seed=seed)
-    parts = []
-    for lo in range(0, P, size):
-        sl = slice(lo, min(P, lo + size))
-        parts.append(batched_lanczos(objective, Theta[sl], k, max_iter=max_iter, tol=tol,
-                                     V0=None if V0 is None else V0[sl], active=None if active is None else active[sl],
-                                     seed=seed))
-    return BatchedEigResult(torch.cat([r.values for r in parts]), torch.cat([r.vectors for r in parts]),
-                            torch.cat([r.residuals for r in parts]), max(r.n_matvec for r in parts),
-                            torch.cat([r.converged for r in parts]))
-
-
-# --------------------------------------------------------------------------------------------
 # the population training loop
 # --------------------------------------------------------------------------------------------
 def _init_thetas(configs: Sequence[TrainConfig], prob: Problem) -> torch.Tensor:
@@ -499,7 +297,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
 
     All configs must share everything but the fields in ``VARYING`` (:func:`check_population`).
     Curvature tracking (``eig_every``, ``n_eigs``, ``eig_tol``, ``eig_max_iter``, ``n_hessian``) uses
-    :func:`batched_lanczos`, warm-started from the previous eigenvectors of each member.
+    :func:`~instabilities.curvature.batched_lanczos`, warm-started from the previous eigenvectors of each member.
     ``keep_theta`` returns every member's final parameters (``history.theta``; NaN rows for
     diverged members). With ``checkpoint_path`` and ``checkpoint_every > 0`` the population saves
     its whole state atomically every ``checkpoint_every`` steps (and once more when it is done) and
@@ -568,7 +366,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         t0 -= state["wall_seconds"]
 
     def save(next_step: int) -> None:
-        _atomic_torch_save({"population_hash": key, "step": next_step, "Theta": Theta.detach().cpu(),
+        atomic_torch_save({"population_hash": key, "step": next_step, "Theta": Theta.detach().cpu(),
                             "opt_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt_state.items()},
                             "perms": perms, "cursor": cursor, "generators": [g.get_state() for g in gens],
                             "recorded": rec, "alive": alive.cpu(),

@@ -99,6 +99,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_write_bytes` (temporary file + rename): checkpoints are never half written."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
 def save_result(path: str | Path, arrays: Mapping[str, Any], prov: Mapping[str, Any]) -> Path:
     """Write arrays + provenance atomically to ``path`` (``.npz``) and a ``.json`` sidecar."""
     path = Path(path)

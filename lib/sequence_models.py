@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from . import curvature
-from .label_noise import single_thread
+from .dynamics.label_noise import single_thread
 from .config import ConfigError
 
 ARCHS = ("mlp", "rnn", "transformer")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import io
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,7 +26,7 @@ from .data import DATASETS, Dataset, load_dataset
 from .losses import LOSSES, accuracy, loss_value, make_objective, prepare_targets
 from .models import FlatModel, ModelSpec, build_model
 from .optim import OPTIMIZERS, build_optimizer
-from .results import atomic_write_bytes
+from .results import atomic_torch_save
 
 
 
@@ -181,13 +180,6 @@ def build_problem(cfg: TrainConfig) -> Problem:
     return Problem(data, flat, ytr, yte, objective, hess_obj)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through the same atomic writer as result files (temporary file + rename)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(Path(path), buf.getvalue())
-
-
 def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
           checkpoint_every: int = 0, keep_theta: bool = False, problem: Problem | None = None,
           progress: Callable[[int, int], None] | None = None) -> History:
@@ -287,7 +279,7 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
             progress(step + 1, cfg.steps)
         if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             hist.wall_seconds = time.perf_counter() - t_start
-            _atomic_torch_save({"config_hash": cfg.config_hash(), "theta": theta.detach().clone(),
+            atomic_torch_save({"config_hash": cfg.config_hash(), "theta": theta.detach().clone(),
                                 "optimizer": opt.state_dict(), "history": hist, "step": step + 1,
                                 "perm": perm, "cursor": cursor, "generator": gen.get_state()}, ckpt)
     if not cfg.eval_every or (hist.eval_step and hist.eval_step[-1] != step) or not hist.eval_step:

@@ -5,7 +5,7 @@ import pytest
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities.exp_adaptive import (AdaptiveEoSConfig, GeneralisationConfig, clipped_sharpness_cap,
+from instabilities.experiments.adaptive import (AdaptiveEoSConfig, GeneralisationConfig, clipped_sharpness_cap,
                                         run_adam_aeos, run_adaptive_generalisation)
 
 
@@ -74,7 +74,7 @@ class _Interrupt(Exception):
 
 
 def test_generalisation_matches_separate_runs_and_resumes(tmp_path, monkeypatch):
-    import instabilities.exp_adaptive as exp_adaptive
+    import instabilities.experiments.adaptive as exp_adaptive
     from instabilities.train import train
 
     cfg = GeneralisationConfig(scale="full", n_train=40, n_test=40, widths=(5,), batch_size=8, clips=(1e-2, 0.1),

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from instabilities import curvature, experiments
-from instabilities import exp_classical as ec
+from instabilities.experiments import classical as ec
 from instabilities.config import ConfigError
 from instabilities.losses import make_objective
 from instabilities.models import FlatModel, mlp

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from instabilities.config import ConfigError
-from instabilities.exp_common import NetConfig
+from instabilities.experiments.common import NetConfig
 from instabilities.train import TrainConfig
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities.exp_eos import EosFlowConfig, EosSweepConfig, run_eos_flow, run_eos_sweep
+from instabilities.experiments.eos import EosFlowConfig, EosSweepConfig, run_eos_flow, run_eos_sweep
 
 TINY = dict(dataset="digits", n_train=100, n_test=297, widths=(16,), activation="tanh")
 
@@ -77,7 +77,7 @@ def test_cifar10_without_local_copy_raises_clear_error(tmp_path, monkeypatch):
 
 
 def test_summarize_sweep_on_synthetic_arrays():
-    from instabilities.exp_eos import first_crossing, summarize_sweep
+    from instabilities.experiments.eos import first_crossing, summarize_sweep
 
     eig_step = np.arange(0, 101, 10)
     s = np.array([1, 2, 3, 4, 5.2, 4.8, 5.1, 4.9, 5.0, 5.3, 4.7])  # eta = 0.4: 2/eta = 5
@@ -103,7 +103,7 @@ def test_sweep_members_stopped_early_keep_full_length_arrays():
 
 
 def test_full_scale_sweep_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
-    from instabilities import exp_common
+    from instabilities.experiments import common as exp_common
 
     monkeypatch.setattr(exp_common, "CHECKPOINT_EVERY", 5)
     cfg = EosSweepConfig(scale="full", etas=(0.05, 0.4), steps=20, eig_every=5, n_eigs=1, **TINY)

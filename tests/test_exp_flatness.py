@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from instabilities import experiments
-from instabilities import exp_flatness as ef
+from instabilities.experiments import flatness as ef
 from instabilities.config import ConfigError
 
 

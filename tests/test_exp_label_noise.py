@@ -7,8 +7,8 @@ import torch
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities import label_noise as ln
-from instabilities.exp_label_noise import (TRAJECTORY_KEYS, ArchConfig, ChainConfig, ChainConvergenceConfig,
+from instabilities.dynamics import label_noise as ln
+from instabilities.experiments.label_noise import (TRAJECTORY_KEYS, ArchConfig, ChainConfig, ChainConvergenceConfig,
                                            RelaxedChainConfig, SweepConfig, drift_path_deviation, extrapolated,
                                            extrapolated_bracket, extrapolated_sem, relaxation_schedule,
                                            run_architectures, run_chain, run_relaxed_chain, stationary_mean,

@@ -5,7 +5,7 @@ import torch
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities.exp_population import PopulationSweepConfig, loop_indices, run_population_sweep
+from instabilities.experiments.full_scale import PopulationSweepConfig, loop_indices, run_population_sweep
 from instabilities.train import build_problem, train
 
 TINY = PopulationSweepConfig(lrs=(0.05, 0.3, 0.8, 400.0), steps=12, n_train=64, widths=(8, 8), dtype="float64", dataset="digits",

@@ -3,8 +3,8 @@ import pytest
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities.exp_sgd import SGDSweepConfig, effect_sizes, run_sgd_batch_sweep
-from instabilities.sgd_stability import second_moment_factor
+from instabilities.experiments.sgd import SGDSweepConfig, effect_sizes, run_sgd_batch_sweep
+from instabilities.dynamics.sgd_stability import second_moment_factor
 
 TINY = SGDSweepConfig(n_train=64, n_test=50, widths=(6,), etas=(0.2, 1.0), batch_sizes=(64, 8), seeds=(0,),
                       max_steps=40, stop_loss=1e-3, eig_every=20, eig_tol=1e-6)
@@ -79,7 +79,7 @@ class _Interrupt(Exception):
 
 
 def test_full_scale_sweep_resumes_exactly(tmp_path, monkeypatch):
-    import instabilities.exp_sgd as exp_sgd
+    import instabilities.experiments.sgd as exp_sgd
 
     monkeypatch.setattr(exp_sgd, "CHECKPOINT_EVERY", 5)
     cfg = TINY.replace(scale="full")

@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from instabilities import flatness_dynamics as fd
-from instabilities import rpe, toys
+from instabilities.dynamics import flatness as fd
+from instabilities.dynamics import rpe
+from instabilities.dynamics import toys
 from instabilities.config import ConfigError
 
 Y = 1.0

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from instabilities import gradient_flow as gf
+from instabilities.dynamics import gradient_flow as gf
 from instabilities.config import ConfigError
 
 

@@ -93,7 +93,7 @@ def test_batched_lanczos_matches_per_member_lanczos_and_dense(hvp_method):
     prob = build_problem(BASE)
     cfgs = pop.population_configs(BASE, seeds=[0, 1, 2])
     theta = pop._init_thetas(cfgs, prob)
-    res = pop.batched_lanczos(prob.hessian_objective, theta, k=3, max_iter=120, tol=1e-8, hvp_method=hvp_method)
+    res = curvature.batched_lanczos(prob.hessian_objective, theta, k=3, max_iter=120, tol=1e-8, hvp_method=hvp_method)
     assert bool(res.converged.all())
     for p in range(3):
         op = curvature.HessianOperator(prob.hessian_objective, theta[p])
@@ -109,9 +109,9 @@ def test_chunked_top_eigenpairs_match_one_batch():
     prob = build_problem(BASE)
     theta = pop._init_thetas(pop.population_configs(BASE, seeds=[0, 1, 2]), prob)
     active = torch.tensor([True, False, True])
-    one = pop.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active)
+    one = curvature.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active)
     per_member = (120 + 1) * theta.shape[1] * 8
-    chunked = pop.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active,
+    chunked = curvature.batched_top_eigenpairs(prob.hessian_objective, theta, k=2, max_iter=120, tol=1e-8, active=active,
                                          max_bytes=2 * per_member)  # chunks of two members
     assert chunked.values.shape == (3, 2) and chunked.vectors.shape == (3, theta.shape[1], 2)
     assert torch.isnan(chunked.values[1]).all() and torch.isnan(one.values[1]).all()
@@ -128,7 +128,7 @@ def test_batched_lanczos_restarts_after_breakdown_on_a_low_rank_hessian():
 
     Theta = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for hvp_method in ("reverse", "forward"):
-        res = pop.batched_lanczos(objective, Theta, k=4, max_iter=10, tol=1e-10, check_every=1, hvp_method=hvp_method)
+        res = curvature.batched_lanczos(objective, Theta, k=4, max_iter=10, tol=1e-10, check_every=1, hvp_method=hvp_method)
         torch.testing.assert_close(res.values, d[:4].expand(3, 4), rtol=1e-10, atol=1e-10)
         assert float(res.residuals.max()) < 1e-10
         gram = torch.einsum("pdk,pdl->pkl", res.vectors, res.vectors)  # four orthonormal eigenvectors per member
@@ -138,14 +138,14 @@ def test_batched_lanczos_restarts_after_breakdown_on_a_low_rank_hessian():
 def test_batched_lanczos_warm_start_and_inactive_member():
     prob = build_problem(BASE)
     theta = pop._init_thetas(pop.population_configs(BASE, seeds=[0, 1]), prob)
-    cold = pop.batched_lanczos(prob.hessian_objective, theta, k=1, max_iter=120, tol=1e-6, check_every=1)
-    warm = pop.batched_lanczos(prob.hessian_objective, theta, k=1, max_iter=120, tol=1e-6, check_every=1,
+    cold = curvature.batched_lanczos(prob.hessian_objective, theta, k=1, max_iter=120, tol=1e-6, check_every=1)
+    warm = curvature.batched_lanczos(prob.hessian_objective, theta, k=1, max_iter=120, tol=1e-6, check_every=1,
                                V0=cold.vectors)
     assert warm.n_matvec < cold.n_matvec
     assert torch.allclose(warm.values, cold.values, rtol=1e-6)
     theta_bad = theta.clone()
     theta_bad[1] = float("nan")
-    res = pop.batched_lanczos(prob.hessian_objective, theta_bad, k=1, max_iter=60, tol=1e-6)
+    res = curvature.batched_lanczos(prob.hessian_objective, theta_bad, k=1, max_iter=60, tol=1e-6)
     assert torch.isnan(res.values[1]).all() and torch.allclose(res.values[0], cold.values[0], rtol=1e-6)
 
 
@@ -170,7 +170,7 @@ def test_bad_populations_raise_config_errors():
     with pytest.raises(ConfigError, match="differ only"):
         pop.train_population([BASE.replace(optimizer="adam"), BASE.replace(optimizer="clipped_ada")])
     with pytest.raises(ConfigError, match="hvp_method"):
-        pop.batched_lanczos(lambda th: (th ** 2).sum(), torch.zeros(1, 3), hvp_method="dense")
+        curvature.batched_lanczos(lambda th: (th ** 2).sum(), torch.zeros(1, 3), hvp_method="dense")
     with pytest.raises(ConfigError, match="checkpoint_every"):
         pop.train_population([BASE], checkpoint_every=-1)
     with pytest.raises(ConfigError, match="same steps"):

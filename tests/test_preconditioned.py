@@ -7,7 +7,7 @@ from instabilities.config import ConfigError
 from instabilities.losses import make_objective
 from instabilities.models import FlatModel, mlp
 from instabilities.optim import ClippedAda
-from instabilities.preconditioned import (PreconditionedHessianOperator, PreconditionedSharpnessTracker,
+from instabilities.curvature.preconditioned import (PreconditionedHessianOperator, PreconditionedSharpnessTracker,
                                           adam_threshold, gd_threshold, momentum_threshold,
                                           optimizer_preconditioner, preconditioned_sharpness,
                                           preconditioned_sharpness_bounds)

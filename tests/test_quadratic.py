@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from instabilities import quadratic as q
+from instabilities.dynamics import quadratic as q
 from instabilities.config import ConfigError
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from instabilities import rpe
+from instabilities.dynamics import rpe
 from instabilities.config import ConfigError
 
 LOSSES = [rpe.ScalarLoss("square"), rpe.ScalarLoss("target", 1.3), rpe.ScalarLoss("target", -0.7)]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from instabilities import label_noise as ln
+from instabilities.dynamics import label_noise as ln
 from instabilities import sequence_models as sm
 from instabilities.config import ConfigError
 

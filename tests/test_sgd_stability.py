@@ -8,7 +8,7 @@ from instabilities import curvature
 from instabilities.config import ConfigError
 from instabilities.losses import make_objective
 from instabilities.models import FlatModel, mlp
-from instabilities.sgd_stability import (batch_curvature_stats, batch_variance_factor, curvatures_with_moments,
+from instabilities.dynamics.sgd_stability import (batch_curvature_stats, batch_variance_factor, curvatures_with_moments,
                                          directional_curvatures, is_mean_square_stable, max_nonuniformity,
                                          per_example_losses, second_moment_factor, simulate_sgd_1d)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from instabilities import toys
+from instabilities.dynamics import toys
 from instabilities.config import ConfigError
 
 

@@ -132,7 +132,7 @@ def test_log_check_reports_sphinx_warnings_and_errors_only():
         "reading sources... [ 50%] book/intro",
         "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication ...",
         "\x1b[91m/work/book/x.md:12: WARNING: undefined label: 'eq-foo'\x1b[39;49;00m",
-        "/work/lib/toys.py:docstring of instabilities.toys.f:3: ERROR: Undefined substitution referenced: \"x\".",
+        "/work/lib/toys.py:docstring of instabilities.dynamics.toys.f:3: ERROR: Undefined substitution referenced: \"x\".",
         "build succeeded.",
     ])
     found = sc.log_warnings(log)

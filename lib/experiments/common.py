@@ -27,13 +27,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import experiments
-from .config import Config, ConfigError, require_choice, require_positive_int
-from .data import DATASETS
-from .losses import LOSSES
-from .models import ACTIVATIONS, ModelSpec
-from .population import PopulationHistory, train_population
-from .train import TrainConfig
+from . import registry as experiments
+from ..config import Config, ConfigError, require_choice, require_positive_int
+from ..data import DATASETS
+from ..losses import LOSSES
+from ..models import ACTIVATIONS, ModelSpec
+from ..population import PopulationHistory, train_population
+from ..train import TrainConfig
 
 __all__ = ["NetConfig", "run_population", "CHECKPOINT_EVERY"]
 

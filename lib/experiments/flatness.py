@@ -17,11 +17,13 @@ import dataclasses
 import numpy as np
 import torch
 
-from . import curvature, experiments
-from .config import ConfigError, require_positive, require_positive_int
-from .exp_common import NetConfig, run_population
-from .population import population_configs
-from .train import TrainConfig, train
+from .. import curvature
+
+from . import registry as experiments
+from ..config import ConfigError, require_positive, require_positive_int
+from .common import NetConfig, run_population
+from ..population import population_configs
+from ..train import TrainConfig, train
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .config import ConfigError, require_positive, require_positive_int
+from ..config import ConfigError, require_positive, require_positive_int
 
 
 def _finite(name: str, v: float) -> None:

@@ -24,12 +24,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import experiments
-from .config import ConfigError, require_positive, require_positive_int
-from .exp_common import CHECKPOINT_EVERY, NetConfig
-from .population import batched_top_eigenpairs, sweep_groups, train_sweep
-from .sgd_stability import batch_curvature_stats, directional_curvatures, per_example_losses
-from .train import Problem, TrainConfig, build_problem
+from . import registry as experiments
+from ..config import ConfigError, require_positive, require_positive_int
+from .common import CHECKPOINT_EVERY, NetConfig
+from ..curvature import batched_top_eigenpairs
+from ..population import sweep_groups, train_sweep
+from ..dynamics.sgd_stability import batch_curvature_stats, directional_curvatures, per_example_losses
+from ..train import Problem, TrainConfig, build_problem
 
 Progress = Callable[[int, int], None]
 
@@ -85,7 +86,7 @@ def final_point_diagnostics(cfg: TrainConfig, theta: torch.Tensor, batch_size: i
     prob = problem or build_problem(cfg)
     theta = torch.as_tensor(theta, dtype=prob.flat.theta0.dtype, device=prob.flat.theta0.device)
     if top is None:
-        from .curvature import top_eigenpairs
+        from ..curvature import top_eigenpairs
 
         res = top_eigenpairs(prob.objective, theta, k=1, tol=tol)
         top = (float(res.values[0]), res.vectors[:, 0])

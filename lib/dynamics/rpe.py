@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import ConfigError, require_positive, require_positive_int
+from ..config import ConfigError, require_positive, require_positive_int
 
 LOSS_KINDS = ("square", "target")
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.func import hessian, vmap
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 @contextlib.contextmanager

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.func import jvp
 
-from .config import ConfigError
-from .models import FlatModel
+from ..config import ConfigError
+from ..models import FlatModel
 
 
 def _check_batch(batch_size: int, n: int) -> None:

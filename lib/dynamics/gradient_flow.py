@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.func import grad
 
-from . import curvature
-from .config import ConfigError, require_positive, require_positive_int
+from .. import curvature
+from ..config import ConfigError, require_positive, require_positive_int
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 

@@ -18,13 +18,14 @@ import time
 import numpy as np
 import torch
 
-from . import experiments
-from .config import Config, ConfigError, require_choice, require_nonnegative, require_positive, require_positive_int
-from .data import DATASETS
-from .losses import LOSSES
-from .models import ModelSpec
-from .population import batched_lanczos, population_configs, train_population
-from .train import TrainConfig, build_problem, train
+from . import registry as experiments
+from ..config import Config, ConfigError, require_choice, require_nonnegative, require_positive, require_positive_int
+from ..data import DATASETS
+from ..losses import LOSSES
+from ..models import ModelSpec
+from ..curvature import batched_lanczos
+from ..population import population_configs, train_population
+from ..train import TrainConfig, build_problem, train
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .config import ConfigError, require_positive, require_positive_int
+from ..config import ConfigError, require_positive, require_positive_int
 
 # --------------------------------------------------------------------------------------------
 # Self-stabilization: the 2-D reduction

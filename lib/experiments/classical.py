@@ -19,13 +19,15 @@ import numpy as np
 import torch
 from torch.func import grad
 
-from . import curvature, experiments
-from .config import (Config, ConfigError, require_choice, require_nonnegative, require_positive,
+from .. import curvature
+
+from . import registry as experiments
+from ..config import (Config, ConfigError, require_choice, require_nonnegative, require_positive,
                      require_positive_int)
-from .data import DATASETS
-from .exp_common import NetConfig, run_population
-from .models import ACTIVATIONS, ModelSpec
-from .train import Problem, TrainConfig, build_problem, train
+from ..data import DATASETS
+from .common import NetConfig, run_population
+from ..models import ACTIVATIONS, ModelSpec
+from ..train import Problem, TrainConfig, build_problem, train
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]

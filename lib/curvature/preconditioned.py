@@ -12,15 +12,12 @@ frozen preconditioner; 38/eta for beta1 = 0.9, Cohen et al. 2022).
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 
-from . import curvature
-from .config import ConfigError
-from .optim import ClippedAda, clipped_denominator
-
-Objective = Callable[[torch.Tensor], torch.Tensor]
+from ..config import ConfigError
+from ..optim import ClippedAda, clipped_denominator
+from .eigen import EigResult, lanczos
+from .operator import HessianOperator, Objective
 
 
 # -- thresholds -------------------------------------------------------------------------------
@@ -78,7 +75,7 @@ def preconditioned_sharpness_bounds(sharpness: float, precond: torch.Tensor) -> 
     return sharpness / float(precond.max()), sharpness / float(precond.min())
 
 
-class PreconditionedHessianOperator(curvature.HessianOperator):
+class PreconditionedHessianOperator(HessianOperator):
     """``v -> P^{-1/2} H P^{-1/2} v`` for a positive diagonal ``P`` (symmetric; spectrum of ``P^{-1}H``)."""
 
     def __init__(self, objective: Objective, theta: torch.Tensor, precond: torch.Tensor, method: str = "reverse") -> None:
@@ -102,10 +99,10 @@ class PreconditionedHessianOperator(curvature.HessianOperator):
 
 
 def preconditioned_sharpness(objective: Objective, theta: torch.Tensor, precond: torch.Tensor, k: int = 1,
-                             **lanczos_kwargs) -> curvature.EigResult:
+                             **lanczos_kwargs) -> EigResult:
     """Top-``k`` eigenpairs of ``P^{-1/2} H P^{-1/2}`` (values = top eigenvalues of ``P^{-1}H``)."""
     op = PreconditionedHessianOperator(objective, theta, precond)
-    return curvature.lanczos(op, k, **lanczos_kwargs)
+    return lanczos(op, k, **lanczos_kwargs)
 
 
 class PreconditionedSharpnessTracker:

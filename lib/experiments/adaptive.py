@@ -23,13 +23,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import experiments
-from .config import (ConfigError, require_choice, require_in_range, require_nonnegative, require_positive,
+from . import registry as experiments
+from ..config import (ConfigError, require_choice, require_in_range, require_nonnegative, require_positive,
                      require_positive_int)
-from .exp_common import CHECKPOINT_EVERY, NetConfig
-from .population import batched_top_eigenpairs, sweep_groups, train_sweep
-from .preconditioned import PreconditionedSharpnessTracker, adam_threshold
-from .train import TrainConfig, build_problem, train
+from .common import CHECKPOINT_EVERY, NetConfig
+from ..curvature import batched_top_eigenpairs
+from ..population import sweep_groups, train_sweep
+from ..curvature.preconditioned import PreconditionedSharpnessTracker, adam_threshold
+from ..train import TrainConfig, build_problem, train
 
 Progress = Callable[[int, int], None]
 ADAPTIVE = ("adam", "rmsprop", "clipped_ada")

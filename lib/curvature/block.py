@@ -31,11 +31,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import curvature
-from .config import ConfigError
-from .curvature import EigResult, HessianOperator
+from ..config import ConfigError
+from .compare import sync
+from .eigen import EigResult, lanczos, power_iteration
+from .operator import HessianOperator, Objective
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclasses.dataclass
@@ -272,7 +272,7 @@ class SharpnessTracker:
         self.residuals.append(res.residuals.tolist())
         self.matvecs.append(op.n_matvec)
         if self.verify_every and self._calls % self.verify_every == 0:
-            ref = curvature.lanczos(HessianOperator(objective, theta, "reverse"), self.k, max_iter=300,
+            ref = lanczos(HessianOperator(objective, theta, "reverse"), self.k, max_iter=300,
                                     tol=self.verify_tol, v0=res.vectors)
             self.verify_steps.append(self._calls)
             self.verify_errors.append(_max_rel_error(res.values, ref.values))
@@ -292,7 +292,7 @@ def time_eigensolvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol
                       reference: EigResult | None = None, hvp_method: str = "reverse") -> list[dict]:
     """Seconds, Hessian-vector products and accuracy of several top-``k`` solvers on one Hessian.
 
-    Rows: our Lanczos (``curvature.lanczos``, tolerance ``tol`` on the Ritz estimate), our block
+    Rows: our Lanczos (``lanczos``, tolerance ``tol`` on the Ritz estimate), our block
     solver (cold), SciPy ``eigsh(which='LA')`` on the same HVP operator (with the per-matvec host
     round trip that implies) and deflated power iteration. Errors are relative to ``reference``
     (default: Lanczos with ``tol=1e-9`` from another random start). ``hvp_method`` is the product
@@ -303,14 +303,14 @@ def time_eigensolvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol
 
     dev = theta.device
     if reference is None:
-        reference = curvature.lanczos(HessianOperator(objective, theta), k, max_iter=400, tol=1e-9, seed=12345)
+        reference = lanczos(HessianOperator(objective, theta), k, max_iter=400, tol=1e-9, seed=12345)
     rows = []
 
     def record(name: str, fn: Callable[[], tuple[torch.Tensor, int]]) -> None:
-        curvature.sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         values, n_mv = fn()
-        curvature.sync(dev)
+        sync(dev)
         dt = time.perf_counter() - t0
         rows.append({"solver": name, "seconds": dt, "matvecs": int(n_mv),
                      "max_rel_error": _max_rel_error(values, reference.values),
@@ -318,7 +318,7 @@ def time_eigensolvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol
 
     def ours_lanczos():
         op = HessianOperator(objective, theta)
-        r = curvature.lanczos(op, k, max_iter=300, tol=tol)
+        r = lanczos(op, k, max_iter=300, tol=tol)
         return r.values, r.n_matvec
 
     def ours_block():
@@ -339,7 +339,7 @@ def time_eigensolvers(objective: Objective, theta: torch.Tensor, k: int = 2, tol
 
     def power():
         op = HessianOperator(objective, theta)
-        r = curvature.power_iteration(op, k, max_iter=100, tol=tol)
+        r = power_iteration(op, k, max_iter=100, tol=tol)
         return r.values, r.n_matvec
 
     for method in ("reverse", "forward"):  # warm-up: first-call overheads are not the solvers' cost
@@ -390,10 +390,10 @@ def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, lr: float,
     start = theta.detach().clone()
 
     def timed(fn: Callable[[], object]) -> tuple:
-        curvature.sync(start.device)
+        sync(start.device)
         t0 = time.perf_counter()
         out = fn()
-        curvature.sync(start.device)
+        sync(start.device)
         return out, time.perf_counter() - t0
 
     timed(lambda: start - lr * g_fn(start))  # warm-up of kernels and autograd caches
@@ -415,7 +415,7 @@ def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, lr: float,
         t_tracked.append(dt + dt_update)
         rel_res.append(float(res.relative_residuals[0]))
         if verify_every and step % verify_every == 0:  # audit outside the timed region
-            ref = curvature.lanczos(HessianOperator(objective, point), k, max_iter=300, tol=reference_tol)
+            ref = lanczos(HessianOperator(objective, point), k, max_iter=300, tol=reference_tol)
             errors.append(_max_rel_error(res.values, ref.values))
             verified.append(step)
     return {"steps": steps, "untracked_seconds": sum(t_plain), "tracked_seconds": sum(t_tracked),

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 METHODS = ("gd", "heavy_ball", "nesterov")
 REGIMES = ("converge", "oscillate", "neutral", "diverge")

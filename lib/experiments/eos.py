@@ -20,11 +20,11 @@ import functools
 import numpy as np
 import torch
 
-from . import experiments
-from .config import ConfigError, require_choice, require_positive, require_positive_int
-from .exp_common import NetConfig, run_population
-from .gradient_flow import distances, gradient_flow
-from .train import StepContext, TrainConfig, build_problem, train
+from . import registry as experiments
+from ..config import ConfigError, require_choice, require_positive, require_positive_int
+from .common import NetConfig, run_population
+from ..dynamics.gradient_flow import distances, gradient_flow
+from ..train import StepContext, TrainConfig, build_problem, train
 
 
 @dataclasses.dataclass(frozen=True)

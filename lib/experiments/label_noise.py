@@ -8,10 +8,10 @@ import warnings
 import numpy as np
 import torch
 
-from . import experiments
-from . import label_noise as ln
-from . import sequence_models as sm
-from .config import (Config, ConfigError, require_positive, require_positive_int)
+from . import registry as experiments
+from ..dynamics import label_noise as ln
+from .. import sequence_models as sm
+from ..config import (Config, ConfigError, require_positive, require_positive_int)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,15 +24,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import Config, ConfigError, SCALES
-from .results import StoredResult, load_stored, provenance, results_dir, save_result
+from ..config import Config, ConfigError, SCALES
+from ..results import StoredResult, load_stored, provenance, results_dir, save_result
 
 Progress = Callable[[int, int], None]
 RunFn = Callable[[Any, str, "Progress | None"], dict[str, np.ndarray]]
 
 # Modules that define experiments (imported lazily so that `import instabilities` stays light).
 # A listed module that does not exist (yet) is skipped; tests/test_experiments.py checks the registry.
-MODULES: list[str] = ["exp_classical", "exp_eos", "exp_flatness", "exp_sgd", "exp_adaptive", "exp_label_noise", "exp_population"]
+MODULES: list[str] = ["classical", "eos", "flatness", "sgd", "adaptive", "label_noise", "full_scale"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +155,7 @@ def missing_data(cfg: Config) -> list[str]:
 
     CIFAR-10 and Fashion-MNIST are never downloaded: they must sit under ``data.data_root()``.
     """
-    from .data import data_root
+    from ..data import data_root
 
     root = data_root()
     out = []
@@ -178,7 +178,7 @@ def checkpoint_dir(name: str, scale: str = "full") -> Path:
     """
     import os
 
-    from .results import REPO_ROOT
+    from ..results import REPO_ROOT
 
     root = os.environ.get("INSTABILITIES_RESULTS")
     base = Path(root) / "checkpoints" if root else REPO_ROOT / "checkpoints"
@@ -213,7 +213,7 @@ def _earlier_attempts(name: str, cfg: Config) -> dict[str, Any]:
 def _record_attempt(name: str, cfg: Config, earlier: dict[str, Any], seconds: float) -> None:
     import json
 
-    from .results import atomic_write_bytes
+    from ..results import atomic_write_bytes
 
     record = {"seconds": round(earlier["seconds"] + seconds, 2), "parts": earlier["parts"] + 1}
     atomic_write_bytes(_attempts_file(name, cfg), json.dumps(record).encode())
