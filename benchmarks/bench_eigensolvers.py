@@ -5,10 +5,11 @@
 Trains a tanh MLP on digits with full-batch GD until it is near the edge of stability (several
 top eigenvalues close to 2/eta), then compares our Lanczos, our block Krylov solver, SciPy's
 ``eigsh(which='LA')`` (ARPACK; every product makes a host round trip) and deflated power
-iteration against a tightly converged Lanczos reference (``block_eigs.time_eigensolvers``).
+iteration against a tightly converged Lanczos reference (``curvature.compare_solvers``).
 """
 from _common import eos_point, header, parser, write_json
-from instabilities.curvature.block import time_eigensolvers
+
+from instabilities import curvature
 
 
 def main() -> None:
@@ -25,7 +26,9 @@ def main() -> None:
     objective, theta, cfg = eos_point(args.device, args.n_train, (args.width, args.width), args.lr, args.steps,
                                       args.dataset)
     print(f"P = {theta.numel()} parameters, eta = {cfg.lr}, 2/eta = {2 / cfg.lr:.3f}, k = {args.k}, tol = {args.tol}")
-    rows = time_eigensolvers(objective, theta, k=args.k, tol=args.tol)
+    rows = curvature.solver_rows(curvature.compare_solvers(  # reference: Lanczos converged to 1e-9
+        objective, theta, k=args.k, solvers=("lanczos", "block", "eigsh", "power"), tol=args.tol, timed=True,
+        reference="lanczos", n_reference=args.k, reference_tol=1e-9, reference_max_iter=400, reference_seed=12345))
     base = rows[0]["seconds"]
     print(f"{'solver':28s} {'seconds':>8s} {'x lanczos':>9s} {'matvecs':>8s} {'max rel err':>12s}  values")
     for r in rows:

@@ -10,8 +10,8 @@ steps, 2x100 tanh MLP, 1000 mnist1d examples) was 134.7 s as a loop and 3.1 s vm
     python benchmarks/bench_population.py --device cuda --members 64 --steps 1000 --n-train 1000
 """
 import numpy as np
-
 from _common import header, parser, write_json
+
 from instabilities.models import ModelSpec
 from instabilities.population import population_configs, time_loop_vs_population
 from instabilities.train import TrainConfig
@@ -29,7 +29,7 @@ def main() -> None:
     base = TrainConfig(dataset=args.dataset, n_train=args.n_train, n_test=100, device=args.device,
                        model=ModelSpec(widths=(args.width, args.width)), steps=args.steps)
     lrs = np.geomspace(0.01, 1.0, args.members)
-    r = time_loop_vs_population(population_configs(base, lrs=lrs))
+    r = time_loop_vs_population(population_configs(base, etas=lrs))
     print(f"{r['members']} learning rates x {r['steps']} full-batch GD steps, MLP {args.width}x{args.width} tanh, "
           f"{args.n_train} {args.dataset} examples")
     print(f"loop of train():   {r['loop_seconds']:8.2f} s")
@@ -37,7 +37,7 @@ def main() -> None:
     print(f"speedup:           {r['speedup']:8.1f} x")
     print(f"max relative difference of the loss curves, first 10 steps: {r['max_rel_loss_diff_first_10_steps']:.2e}")
     print("max relative difference over the whole run, per learning rate (rounding grows at the edge of stability):")
-    for lr, d in zip(r["lrs"], r["max_rel_loss_diff_per_member"]):
+    for lr, d in zip(r["etas"], r["max_rel_loss_diff_per_member"]):
         print(f"  eta = {lr:8.4f}: {d:.2e}")
     write_json(args.json, "bench_population", args, r)
 

@@ -5,7 +5,7 @@
         --lr 0.02 --warm-steps 2000 --json tracking_cifar.json      # the canonical fc-tanh 5k setting
 
 Drives a tanh MLP near the edge of stability, then runs ``--steps`` GD steps without and with a
-``block_eigs.SharpnessTracker`` call at every step, for several tracker settings (tolerance,
+``curvature.SharpnessTracker(solver="block")`` call at every step, for several tracker settings (tolerance,
 block size, fused gradient + first block product, amortised one-iteration-per-step), and audits
 the tracked value against a Lanczos solve converged to 1e-8 every ``--verify-every`` steps.
 Prints the cost of one Hessian-vector product in gradients (``curvature.time_hvps``), each
@@ -15,10 +15,9 @@ for other values of c (e.g. a GPU's) is labelled as such. Target on a GPU for th
 fc-tanh / CIFAR-10 5k setting: ratio <= 3 with relative eigenvalue error <= 1e-3.
 """
 import numpy as np
-
 from _common import eos_point, header, parser, write_json
+
 from instabilities import curvature
-from instabilities.curvature.block import measure_tracking_cost
 
 SETTINGS = [  # (label, keyword arguments of measure_tracking_cost); all warm-start from step t-2
     ("tol 1e-2, b=2 (previous default)", dict(tol=1e-2, block_size=2)),
@@ -69,8 +68,8 @@ def main() -> None:
     print(f"\n{'setting':44s} {'ratio':>6s} {'c_eff':>6s} {'HVPs/step':>9s} {'max err':>8s} {'median':>8s} "
           f"{'max rel res':>11s}")
     for label, kw in SETTINGS:
-        r = measure_tracking_cost(objective, theta, cfg.lr, steps=args.steps, k=1, verify_every=args.verify_every,
-                                  warm_from=2, **kw)
+        r = curvature.measure_tracking_cost(objective, theta, cfg.lr, steps=args.steps, k=1,
+                                            verify_every=args.verify_every, warm_from=2, **kw)
         m = r["matvecs_per_step"]
         r.update(label=label, c_eff=(r["ratio"] if r["fused"] else r["ratio"] - 1.0) / m,
                  median_verified_rel_error=float(np.median(r["verified_rel_errors"])))

@@ -5,13 +5,15 @@ Every experiment in the book is described by a frozen dataclass that subclasses
 GPU, the papers' sizes), validates itself on construction and hashes to a short
 stable string that is stored with every result (see :mod:`instabilities.results`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 SCALES = ("ci", "full")
 
@@ -61,7 +63,7 @@ class Config:
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -91,3 +93,24 @@ def require_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
 def require_in_range(name: str, value: float, low: float, high: float) -> None:
     if not (isinstance(value, (int, float)) and low <= value <= high):
         raise ConfigError(f"{name}={value!r} must lie in [{low}, {high}].")
+
+
+def available_devices() -> list[str]:
+    """Device strings this machine accepts: ``cpu``, then ``cuda`` and ``cuda:0`` ... when CUDA is there, ``mps``."""
+    import torch
+
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
+
+
+def require_device(device: str) -> str:
+    """``device`` unchanged when this machine has it, else a one-line :class:`ConfigError` naming those it has."""
+    have = available_devices()
+    if device not in have:
+        raise ConfigError(f"device {device!r} is not available on this machine; use one of: {', '.join(have)}.")
+    return device

@@ -4,12 +4,15 @@
 * ``digits``   - scikit-learn's bundled 8x8 handwritten digits (1797 images);
 * ``teacher``  - synthetic teacher-student regression (random tanh teacher, Gaussian inputs);
 * ``cifar10``, ``fashion_mnist`` - read from a local folder when the user has one
-  (``$INSTABILITIES_DATA`` or ``<repo>/data``), with a clear error otherwise.
+  (``$INSTABILITIES_DATA`` or ``<repo>/data``), with a clear error otherwise; :data:`LOCAL_FILES`
+  and :func:`local_files` / :func:`missing_local_files` say which files each needs (the one list,
+  also used by ``reproduce`` to skip experiments whose data is absent).
 
 All loaders return a :class:`Dataset` of float32 tensors, features standardised with
 training-set statistics, labels as integer class indices (``n_classes > 0``) or as
 real-valued targets (regression, ``n_classes == 0``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,6 +29,14 @@ import torch
 from .config import ConfigError
 
 DATASETS = ("mnist1d", "digits", "teacher", "cifar10", "fashion_mnist")
+# Datasets read from a local folder under :func:`data_root` (never downloaded): sub-folder and files.
+LOCAL_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)),
+    "fashion_mnist": (
+        "fashion-mnist",
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    ),
+}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,12 +63,11 @@ class Dataset:
     def out_dim(self) -> int:
         return self.n_classes if self.n_classes > 0 else int(self.y_train.shape[1])
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> "Dataset":
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> Dataset:
         def mv(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
 
-        return Dataset(self.name, mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test),
-                       self.n_classes)
+        return Dataset(self.name, mv(self.x_train), mv(self.y_train), mv(self.x_test), mv(self.y_test), self.n_classes)
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -67,14 +77,32 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(os.environ.get("INSTABILITIES_DATA", REPO_ROOT / "data"))
 
 
+def local_files(name: str, root: str | Path | None = None) -> list[Path]:
+    """The local files dataset ``name`` needs under :func:`data_root` (empty for datasets that need none).
+
+    IDX files may also be present gzipped (``<file>.gz``); :func:`missing_local_files` accepts both.
+    """
+    if name not in LOCAL_FILES:
+        return []
+    folder, files = LOCAL_FILES[name]
+    return [data_root(root) / folder / f for f in files]
+
+
+def missing_local_files(name: str, root: str | Path | None = None) -> list[Path]:
+    """Those of :func:`local_files` that are absent (neither the file nor ``<file>.gz`` exists)."""
+    return [f for f in local_files(name, root) if not (f.exists() or f.with_name(f.name + ".gz").exists())]
+
+
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centre and scale every feature with the training set's mean and std."""
     flat_tr = x_train.reshape(len(x_train), -1).astype(np.float64)
     flat_te = x_test.reshape(len(x_test), -1).astype(np.float64)
     mu, sd = flat_tr.mean(0), flat_tr.std(0)
     sd[sd < 1e-8] = 1.0
-    return (((flat_tr - mu) / sd).reshape(x_train.shape).astype(np.float32),
-            ((flat_te - mu) / sd).reshape(x_test.shape).astype(np.float32))
+    return (
+        ((flat_tr - mu) / sd).reshape(x_train.shape).astype(np.float32),
+        ((flat_te - mu) / sd).reshape(x_test.shape).astype(np.float32),
+    )
 
 
 def _subset(x: np.ndarray, y: np.ndarray, n: int | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +120,12 @@ def _mnist1d_arrays(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     args = get_dataset_args()
     args.seed = seed
     d = make_dataset(args)
-    return (np.asarray(d["x"], np.float32), np.asarray(d["y"], np.int64),
-            np.asarray(d["x_test"], np.float32), np.asarray(d["y_test"], np.int64))
+    return (
+        np.asarray(d["x"], np.float32),
+        np.asarray(d["y"], np.int64),
+        np.asarray(d["x_test"], np.float32),
+        np.asarray(d["y_test"], np.int64),
+    )
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -106,8 +138,9 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x[:1500], y[:1500], x[1500:], y[1500:]
 
 
-def teacher_student(n_train: int, n_test: int, in_dim: int = 20, out_dim: int = 1, hidden: int = 32,
-                    noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, ...]:
+def teacher_student(
+    n_train: int, n_test: int, in_dim: int = 20, out_dim: int = 1, hidden: int = 32, noise: float = 0.0, seed: int = 0
+) -> tuple[np.ndarray, ...]:
     """Gaussian inputs labelled by a random one-hidden-layer tanh teacher plus Gaussian label noise."""
     rng = np.random.default_rng(seed)
     w1 = rng.normal(size=(in_dim, hidden)) / np.sqrt(in_dim)
@@ -135,7 +168,7 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -143,12 +176,13 @@ def _missing(name: str, folder: Path, expected: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{name} is not bundled and is never downloaded by this book. Put a local copy at {folder} "
         f"({expected}), or set INSTABILITIES_DATA to the folder that contains it, or use an offline "
-        f"dataset instead: 'mnist1d' or 'digits'.")
+        f"dataset instead: 'mnist1d' or 'digits'."
+    )
 
 
 def _load_cifar10(root: Path) -> tuple[np.ndarray, ...]:
-    folder = root / "cifar-10-batches-py"
-    files = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
+    folder = root / LOCAL_FILES["cifar10"][0]
+    files = local_files("cifar10", root)
     if not all(f.exists() for f in files):
         raise _missing("CIFAR-10", folder, "the python version: data_batch_1..5 and test_batch")
 
@@ -164,19 +198,26 @@ def _load_cifar10(root: Path) -> tuple[np.ndarray, ...]:
 
 
 def _load_fashion_mnist(root: Path) -> tuple[np.ndarray, ...]:
-    folder = root / "fashion-mnist"
-    names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte"]
+    folder, names = root / LOCAL_FILES["fashion_mnist"][0], LOCAL_FILES["fashion_mnist"][1]
     try:
         xtr, ytr, xte, yte = (read_idx(folder / n) for n in names)
     except FileNotFoundError:
-        raise _missing("Fashion-MNIST", folder, "the four IDX files " + ", ".join(names) + " (optionally .gz)") from None
+        raise _missing(
+            "Fashion-MNIST", folder, "the four IDX files " + ", ".join(names) + " (optionally .gz)"
+        ) from None
     to_x = lambda a: (a.astype(np.float32) / 255.0)[:, None, :, :]  # noqa: E731
     return to_x(xtr), ytr.astype(np.int64), to_x(xte), yte.astype(np.int64)
 
 
-def load_dataset(name: str, n_train: int | None = None, n_test: int | None = None, seed: int = 0,
-                 root: str | Path | None = None, flatten: bool = True, **teacher_kwargs) -> Dataset:
+def load_dataset(
+    name: str,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+    flatten: bool = True,
+    **teacher_kwargs,
+) -> Dataset:
     """Load one of :data:`DATASETS`, take the first ``n_train``/``n_test`` examples, standardise.
 
     ``flatten`` turns image datasets into vectors (for MLPs); use ``flatten=False`` for CNNs.
@@ -201,8 +242,14 @@ def load_dataset(name: str, n_train: int | None = None, n_test: int | None = Non
     xtr, xte = _standardise(xtr, xte)
     if flatten:
         xtr, xte = xtr.reshape(len(xtr), -1), xte.reshape(len(xte), -1)
-    return Dataset(name, torch.from_numpy(np.ascontiguousarray(xtr)), torch.from_numpy(np.ascontiguousarray(ytr)),
-                   torch.from_numpy(np.ascontiguousarray(xte)), torch.from_numpy(np.ascontiguousarray(yte)), n_classes)
+    return Dataset(
+        name,
+        torch.from_numpy(np.ascontiguousarray(xtr)),
+        torch.from_numpy(np.ascontiguousarray(ytr)),
+        torch.from_numpy(np.ascontiguousarray(xte)),
+        torch.from_numpy(np.ascontiguousarray(yte)),
+        n_classes,
+    )
 
 
 def one_hot(labels: torch.Tensor, n_classes: int) -> torch.Tensor:

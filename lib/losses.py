@@ -15,7 +15,7 @@ from .data import one_hot
 from .models import FlatModel
 
 LOSSES = ("mse", "ce")
-Objective = Callable[[torch.Tensor], torch.Tensor]
+Objective = Callable[[torch.Tensor], torch.Tensor]  # the one definition: theta -> scalar loss
 
 
 def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,15 @@ def label_axes(ax, xlabel: str, ylabel: str, title: str | None = None) -> None:
         ax.set_title(title)
 
 
+def plain_log_y(ax) -> None:
+    """Plain numbers on a logarithmic y axis (minor ticks labelled at 2, 3, 5 only)."""
+    from matplotlib import ticker
+
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+
+
 def subplots(n: int = 1, ncols: int | None = None, width: float = 3.4, height: float = 3.0, **kw):
     """``plt.subplots`` with a panel size that suits the book's page width."""
     ncols = ncols or n

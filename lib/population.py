@@ -42,15 +42,15 @@ import torch
 from torch.func import grad, grad_and_value, vmap
 
 from .config import ConfigError
-from .curvature import batched_top_eigenpairs
+from .curvature import SharpnessTracker
 from .losses import loss_value
 from .models import build_model, FlatModel
+from .optim import OPTIMIZERS, init_state, update
 from .results import atomic_torch_save
 from .train import Problem, TrainConfig, build_problem, train
 
 # fields that may differ inside one population
 VARYING = ("lr", "seed", "momentum", "clip", "beta1", "beta2", "eps")
-SUPPORTED_OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "clipped_ada")
 _HYPER = ("lr", "momentum", "clip", "beta1", "beta2", "eps")  # per-member (P, 1) tensors
 
 
@@ -159,14 +159,15 @@ class PopulationHistory:
 # --------------------------------------------------------------------------------------------
 # configs
 # --------------------------------------------------------------------------------------------
-def population_configs(base: TrainConfig, lrs: Sequence[float] | None = None,
+def population_configs(base: TrainConfig, etas: Sequence[float] | None = None,
                        seeds: Sequence[int] | None = None) -> list[TrainConfig]:
-    """The grid ``lrs x seeds`` around ``base`` (learning rate varies fastest within a seed)."""
-    lrs = list(lrs) if lrs is not None else [base.lr]
+    """The grid ``etas x seeds`` around ``base`` (the step size varies fastest within a seed;
+    each member's ``TrainConfig.lr`` is its ``eta``)."""
+    etas = list(etas) if etas is not None else [base.lr]
     seeds = list(seeds) if seeds is not None else [base.seed]
-    if not lrs or not seeds:
-        raise ConfigError("give at least one learning rate and one seed.")
-    return [base.replace(lr=float(lr), seed=int(s)) for s, lr in itertools.product(seeds, lrs)]
+    if not etas or not seeds:
+        raise ConfigError("give at least one step size and one seed.")
+    return [base.replace(lr=float(eta), seed=int(s)) for s, eta in itertools.product(seeds, etas)]
 
 
 def _shared_key(cfg: TrainConfig) -> dict:
@@ -181,9 +182,9 @@ def check_population(configs: Sequence[TrainConfig]) -> None:
     if not configs:
         raise ConfigError("a population needs at least one TrainConfig.")
     first = configs[0]
-    if first.optimizer not in SUPPORTED_OPTIMIZERS:
+    if first.optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer={first.optimizer!r} is not batched; populations support "
-                          f"{SUPPORTED_OPTIMIZERS}. Run it with instabilities.train.train instead.")
+                          f"{OPTIMIZERS}. Run it with instabilities.train.train instead.")
     key = _shared_key(first)
     for c in configs[1:]:
         if c.device != first.device:
@@ -216,53 +217,9 @@ def population_hash(configs: Sequence[TrainConfig]) -> str:
 
 
 def _hyper(configs: Sequence[TrainConfig], dev: torch.device) -> dict[str, torch.Tensor]:
-    """Per-member hyper-parameters as ``(P, 1)`` float64 tensors (RMSProp is Adam with ``beta1 = 0``)."""
-    out = {k: torch.tensor([float(getattr(c, k)) for c in configs], dtype=torch.float64, device=dev)[:, None]
-           for k in _HYPER}
-    if configs[0].optimizer == "rmsprop":
-        out["beta1"] = torch.zeros_like(out["beta1"])
-    return out
-
-
-def _init_opt_state(optimizer: str, Theta: torch.Tensor) -> dict[str, Any]:
-    if optimizer in ("momentum", "nesterov"):
-        return {"buf": torch.zeros_like(Theta)}
-    if optimizer in ("adam", "rmsprop", "clipped_ada"):
-        return {"t": 0, "exp_avg": torch.zeros_like(Theta), "exp_avg_sq": torch.zeros_like(Theta)}
-    return {}
-
-
-def _step(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[str, Any],
-          h: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One update of every row of ``Theta`` (``state`` is updated in place); the rules of :mod:`optim`.
-
-    Adam and RMSProp follow ``torch.optim.Adam`` (single-tensor path), Clipped-Ada
-    :class:`instabilities.optim.ClippedAda`, the others ``torch.optim.SGD``; ``h`` holds the
-    per-row hyper-parameters as ``(rows, 1)`` float64 tensors.
-    """
-    dtype = Theta.dtype
-    lr = h["lr"].to(dtype)
-    if optimizer in ("gd", "sgd"):
-        return Theta - lr * G
-    if optimizer in ("momentum", "nesterov"):
-        mom = h["momentum"].to(dtype)
-        state["buf"] = buf = mom * state["buf"] + G
-        return Theta - lr * (G + mom * buf if optimizer == "nesterov" else buf)
-    t = state["t"]
-    b1, b2 = h["beta1"], h["beta2"]
-    G2 = (1 - b2).to(dtype) * G * G
-    if optimizer == "clipped_ada":
-        state["exp_avg"] = exp_avg = state["exp_avg"] * b1.to(dtype) + (1 - b1).to(dtype) * G
-        state["exp_avg_sq"] = exp_avg_sq = state["exp_avg_sq"] * b2.to(dtype) + G2
-        m_hat = exp_avg / (1 - b1 ** t).to(dtype)
-        d = torch.minimum((exp_avg_sq / (1 - b2 ** t).to(dtype)).sqrt(), h["clip"].to(dtype)) + h["eps"].to(dtype)
-        return Theta - lr * m_hat / d
-    # adam, rmsprop
-    state["exp_avg"] = exp_avg = torch.lerp(state["exp_avg"], G, (1 - b1).to(dtype))
-    state["exp_avg_sq"] = exp_avg_sq = state["exp_avg_sq"] * b2.to(dtype) + G2
-    step_size = (h["lr"] / (1 - b1 ** t)).to(dtype)
-    denom = exp_avg_sq.sqrt() / ((1 - b2 ** t) ** 0.5).to(dtype) + h["eps"].to(dtype)
-    return Theta - step_size * (exp_avg / denom)
+    """Per-member hyper-parameters as ``(P, 1)`` float64 tensors (the rules of :mod:`optim` take them as such)."""
+    return {k: torch.tensor([float(getattr(c, k)) for c in configs], dtype=torch.float64, device=dev)[:, None]
+            for k in _HYPER}
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -277,16 +234,13 @@ def _put_rows(t: torch.Tensor, idx: torch.Tensor | None, rows: torch.Tensor) -> 
 
 def _update(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[str, Any], h: dict[str, torch.Tensor],
             idx: torch.Tensor | None) -> torch.Tensor:
-    """Update the members ``idx`` (``G`` holds their gradients, in that order); the others keep
-    their parameters and optimizer buffers. Every alive member has made the same number of steps,
-    so Adam's step counter ``t`` is shared."""
-    if "t" in state:
-        state["t"] += 1
+    """Update the members ``idx`` with :func:`instabilities.optim.update` (``G`` holds their gradients,
+    in that order); the others keep their parameters and optimizer buffers. Every alive member has
+    made the same number of steps, so the step counter of the adaptive rules is shared."""
     sub = {k: (_rows(v, idx) if torch.is_tensor(v) else v) for k, v in state.items()}
-    new = _step(optimizer, _rows(Theta, idx), G, sub, {k: _rows(v, idx) for k, v in h.items()})
+    new = update(optimizer, _rows(Theta, idx), G, sub, {k: _rows(v, idx) for k, v in h.items()})
     for k, v in sub.items():
-        if torch.is_tensor(v):
-            state[k] = _put_rows(state[k], idx, v)
+        state[k] = _put_rows(state[k], idx, v) if torch.is_tensor(v) else v
     return _put_rows(Theta, idx, new)
 
 
@@ -316,7 +270,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
     dtype = prob.flat.theta0.dtype
     Theta = _init_thetas(configs, prob)
     hyper = _hyper(configs, dev)
-    opt_state = _init_opt_state(c0.optimizer, Theta)
+    opt_state = init_state(c0.optimizer, Theta)
     x, y = prob.data.x_train, prob.train_targets
     nc = prob.data.n_classes
     labels = prob.data.y_train
@@ -344,6 +298,8 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
            "stopped_step": np.full(P, -1, dtype=np.int64)}
     alive = torch.ones(P, dtype=torch.bool, device=dev)
     prev_vecs: torch.Tensor | None = None
+    # THE sharpness tracker in population mode: batched Lanczos, each member warm-started from its own vectors
+    tracker = SharpnessTracker(k=c0.n_eigs, solver="lanczos", tol=c0.eig_tol, max_iter=c0.eig_max_iter)
     e = 0
     start_step = 0
     key = population_hash(configs)
@@ -355,7 +311,8 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
                               f"this one is {key}: the config list differs); delete it or point checkpoint_path "
                               "elsewhere.")
         Theta = state["Theta"].to(dev)
-        opt_state = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in state["opt_state"].items()}
+        legacy = {"t": "step", "buf": "momentum_buffer"}  # names of checkpoints written before optim's rules
+        opt_state = {legacy.get(k, k): (v.to(dev) if torch.is_tensor(v) else v) for k, v in state["opt_state"].items()}
         perms, cursor = state["perms"], state["cursor"]
         for g, s in zip(gens, state["generators"]):
             g.set_state(s)
@@ -382,15 +339,12 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         idx = None if rows.size == P else torch.as_tensor(rows, device=dev)
         Theta_a = _rows(Theta, idx)
         if c0.eig_every and step % c0.eig_every == 0:
-            res = batched_top_eigenpairs(prob.hessian_objective, Theta_a.detach(), c0.n_eigs,
-                                         max_iter=c0.eig_max_iter, tol=c0.eig_tol,
-                                         V0=None if prev_vecs is None else _rows(prev_vecs, idx), seed=step)
+            tracker.vectors = prev_vecs  # (restored from a checkpoint, or the last tracked step's)
+            res = tracker.track_population(prob.hessian_objective, Theta_a.detach(), rows=idx, size=P, seed=step)
             rec["eigs"][rows, e] = res.values.double().cpu().numpy()
             rec["eig_residuals"][rows, e] = res.residuals.double().cpu().numpy()
             rec["eig_matvecs"][e] = res.n_matvec
-            if prev_vecs is None:
-                prev_vecs = torch.zeros((P,) + res.vectors.shape[1:], dtype=res.vectors.dtype, device=dev)
-            prev_vecs = _put_rows(prev_vecs, idx, res.vectors)
+            prev_vecs = tracker.vectors
             e += 1
         if full_batch:
             G, (loss, out) = grad_full(Theta_a)
@@ -544,4 +498,4 @@ def time_loop_vs_population(configs: Sequence[TrainConfig]) -> dict[str, float]:
     return {"members": len(configs), "steps": configs[0].steps, "loop_seconds": t_loop,
             "population_seconds": t_pop, "speedup": t_loop / max(t_pop, 1e-12),
             "max_rel_loss_diff_first_10_steps": early, "max_rel_loss_diff_per_member": per_member,
-            "lrs": [c.lr for c in configs]}
+            "etas": [c.lr for c in configs]}

@@ -138,24 +138,33 @@ def train_sequence_label_noise(*args, **kwargs) -> dict[str, np.ndarray]:
         return _train(*args, **kwargs)
 
 
-def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], lr: float, steps: int,
-                               batch_size: int = 8, d_in: int = 3, seq_len: int = 6, width: int = 16,
-                               teacher_scales: Sequence[float] = (1.0, 0.25), n_eval: int = 256,
-                               final_window: int = 3, snapshot_every: int = 100, layer_norm: bool = False,
-                               data_seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
+def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], eta: float, steps: int,
+           batch_size: int = 8, d_in: int = 3, seq_len: int = 6, width: int = 16,
+           teacher_scales: Sequence[float] = (1.0, 0.25), n_eval: int = 256,
+           final_window: int = 3, snapshot_every: int = 100, layer_norm: bool = False,
+           data_seed: int = 0, device: str = "cpu", anneal_steps: int = 0,
+           anneal_factor: float = 0.1) -> dict[str, np.ndarray]:
     """Online SGD with fresh label noise for ``R = len(seeds)`` replicas, replica ``i`` with ``noise_covs[i]``.
 
-    Returns the clean-target loss every ``snapshot_every`` steps and the sharpness ``S`` (Lanczos on
-    the clean-target loss over ``n_eval`` fixed inputs) at the last ``final_window`` snapshots, averaged
-    into ``final_sharpness``. Diverged replicas are recorded (``diverged``) and get NaN.
+    ``steps`` steps at step size ``eta``, then ``anneal_steps`` more at ``eta * anneal_factor`` (they bring the
+    iterate close to the manifold of minima, where the measurements below are meant, while the position along the
+    minima, which moves at rate ``eta^2``, barely changes). Returns the clean-target loss every ``snapshot_every``
+    steps, and at the last ``final_window`` snapshots the sharpness ``S`` (Lanczos on the clean-target loss over
+    ``n_eval`` fixed inputs) and the Gauss-Newton trace ``tr E[J^T J]`` (exact, from per-input Jacobians; it equals
+    ``tr H`` at a minimum), averaged into ``final_sharpness`` and ``final_trace``; ``final_clean_loss`` is the clean
+    loss at the end. Diverged replicas are recorded (``diverged``) and get NaN.
     """
+    lr = eta
+    if not (isinstance(anneal_steps, int) and anneal_steps >= 0) or not (0 < anneal_factor <= 1):
+        raise ConfigError("anneal_steps must be an integer >= 0 and anneal_factor in (0, 1].")
     R = len(seeds)
     noise_covs = torch.as_tensor(noise_covs, dtype=torch.float64)
     d_out = len(teacher_scales)
     if noise_covs.shape != (R, d_out, d_out):
         raise ConfigError(f"noise_covs must have shape ({R}, {d_out}, {d_out}): one covariance per seed.")
-    if steps < final_window * snapshot_every:
-        raise ConfigError("steps must be at least final_window * snapshot_every.")
+    total = steps + anneal_steps
+    if total < final_window * snapshot_every:
+        raise ConfigError("steps + anneal_steps must be at least final_window * snapshot_every.")
     teacher = SequenceTeacher(arch, d_in, seq_len, teacher_scales, width)
     models = [build_sequence_model(arch, d_in, seq_len, d_out, width, int(s), layer_norm) for s in seeds]
     params, buffers = stack_module_state(models)
@@ -176,13 +185,14 @@ def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], lr: float,
     alive = torch.ones(R, dtype=torch.bool)
     losses, snaps = [], []
     names = list(params)
-    for t in range(1, steps + 1):
+    for t in range(1, total + 1):
+        step = lr if t <= steps else lr * anneal_factor
         x = torch.randn(R, batch_size, seq_len, d_in, generator=gen, dtype=torch.float64)
         y = teacher.clean(x.reshape(-1, seq_len, d_in)).reshape(R, batch_size, d_out)
         y = y + torch.randn(R, batch_size, d_out, generator=gen, dtype=torch.float64) @ Le.transpose(-1, -2)
         g = step_grad(params, x.to(device), y.to(device))
         keep = alive.to(device)
-        params = {k: params[k] - lr * g[k] * keep.reshape(-1, *[1] * (g[k].dim() - 1)) for k in names}
+        params = {k: params[k] - step * g[k] * keep.reshape(-1, *[1] * (g[k].dim() - 1)) for k in names}
         if t % snapshot_every == 0:
             ev = eval_loss(params, x_eval.to(device), y_eval.to(device)).cpu()
             finite = torch.stack([torch.isfinite(v).flatten(1).all(1) for v in params.values()]).all(0).cpu()
@@ -192,9 +202,10 @@ def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], lr: float,
                 params = {k: torch.where(bad.to(device).reshape(-1, *[1] * (v.dim() - 1)), torch.zeros_like(v), v)
                           for k, v in params.items()}
             losses.append(torch.where(alive, ev, torch.nan).numpy())
-            if t > steps - final_window * snapshot_every:
+            if t > total - final_window * snapshot_every:
                 snaps.append({k: v.detach().cpu().clone() for k, v in params.items()})
     sharp = np.full((len(snaps), R), np.nan)
+    trace = np.full((len(snaps), R), np.nan)
     sizes = [params[k][0].numel() for k in names]
     shapes = [params[k][0].shape for k in names]
     eval_base = copy.deepcopy(models[0]).to(device)
@@ -210,6 +221,23 @@ def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], lr: float,
                 return 0.5 * (functional_call(eval_base, p, (xe,)) - ye).pow(2).sum(-1).mean()
 
             sharp[j, i] = curvature.sharpness(objective, theta, tol=1e-5, max_iter=100)
+            trace[j, i] = gauss_newton_trace(eval_base, {k: snap[k][i].to(device) for k in names}, xe)
     return {"clean_loss": np.stack(losses), "steps": np.arange(1, len(losses) + 1) * snapshot_every,
-            "sharpness_window": sharp, "final_sharpness": sharp.mean(0), "diverged": (~alive).numpy(),
+            "sharpness_window": sharp, "final_sharpness": sharp.mean(0), "trace_window": trace,
+            "final_trace": trace.mean(0), "final_clean_loss": losses[-1], "diverged": (~alive).numpy(),
             "n_params": np.asarray(sum(sizes))}
+
+
+def gauss_newton_trace(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> float:
+    """``tr E_x[J^T J] = mean_x sum_j |d f_j(x) / d theta|^2`` for the given parameters (exact, per-input Jacobians).
+
+    For the MSE loss this is the Hessian trace at a minimum (the paper's sharpness ``T``); near a minimum it
+    differs from ``tr H`` by the residual term, which vanishes with the residual.
+    """
+    from torch.func import jacrev
+
+    def f(p, xi):
+        return functional_call(model, (p, {}), (xi.unsqueeze(0),))[0]
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))(params, x)  # dict of (n, d_out, *shape)
+    return float(sum(j.pow(2).flatten(1).sum(1).mean() for j in jac.values()))

@@ -213,9 +213,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
         start_step, perm, cursor = state["step"], state["perm"], state["cursor"]
         gen.set_state(state["generator"])
         t_start -= hist.wall_seconds
-    prev_vecs: torch.Tensor | None = None
+    # THE sharpness tracker: Lanczos warm-started from the previous eigenvectors, seeded with the step
+    tracker = curvature.SharpnessTracker(k=cfg.n_eigs, solver="lanczos", tol=cfg.eig_tol, max_iter=cfg.eig_max_iter,
+                                         hvp_method="reverse")
     if hist.eigvecs:
-        prev_vecs = torch.as_tensor(hist.eigvecs[-1], dtype=theta.dtype, device=theta.device)
+        tracker.vectors = torch.as_tensor(hist.eigvecs[-1], dtype=theta.dtype, device=theta.device)
     full_batch = cfg.batch_size is None or cfg.batch_size == cfg.n_train
     x, y = prob.data.x_train, prob.train_targets
     nc = prob.data.n_classes
@@ -231,14 +233,11 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
     for step in range(start_step, cfg.steps + 1):
         # --- curvature tracking (before the step, at the current iterate) ---
         if cfg.eig_every and step % cfg.eig_every == 0:
-            op = curvature.HessianOperator(prob.hessian_objective, theta.detach(), "reverse")
-            res = curvature.lanczos(op, cfg.n_eigs, max_iter=cfg.eig_max_iter, tol=cfg.eig_tol, v0=prev_vecs,
-                                    seed=step)
+            res = tracker(prob.hessian_objective, theta.detach(), seed=step)
             hist.eig_step.append(step)
             hist.eigs.append(res.values.tolist())
             hist.eig_residuals.append(res.residuals.tolist())
             hist.eig_matvecs.append(res.n_matvec)
-            prev_vecs = res.vectors
             if cfg.store_eigvecs:
                 hist.eigvecs.append(res.vectors.detach().cpu().numpy().astype(np.float32))
         if cfg.eval_every and step % cfg.eval_every == 0:

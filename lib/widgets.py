@@ -77,25 +77,35 @@ def frame_slider(draw: DrawFn, values: Sequence[float], label: str, **kw) -> Fra
     return FrameSlider(frame_slider_html(draw, values, label, **kw), label)
 
 
-def live_slider(draw: DrawFn, low: float, high: float, step: float, value: float, label: str):
-    """An ``ipywidgets`` slider redrawing ``draw(v)`` for any ``v`` in ``[low, high]`` (needs a kernel)."""
-    import ipywidgets as w
-    from IPython.display import display
+def _figure_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
 
-    out = w.Output()
+
+def live_slider(draw: DrawFn, low: float, high: float, step: float, value: float, label: str):
+    """An ``ipywidgets`` slider redrawing ``draw(v)`` for any ``v`` in ``[low, high]`` (needs a kernel).
+
+    The figure is an ``ipywidgets.Image`` whose PNG bytes are replaced on each move: no ``Output``
+    widget and no ``clear_output``. Headless executors (nbclient, used by ``jupyter nbconvert
+    --execute`` and ``jupyter execute``) emulate a front end for ``Output`` widgets by sending
+    comm messages back to the kernel while they wait for the cell's reply; with an ``Output``
+    widget and ``clear_output(wait=True)`` that occasionally left ``nbconvert --execute`` waiting
+    forever on an idle kernel. An ``Image`` widget is plain widget state: nothing to emulate.
+    """
+    import ipywidgets as w
+
     slider = w.FloatSlider(value=value, min=low, max=high, step=step, description=label,
                            continuous_update=False, readout_format=".3g")
+    image = w.Image(value=_figure_bytes(draw(value)), format="png",
+                    layout=w.Layout(max_width="100%", height="auto"))
 
     def redraw(change=None) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig = draw(slider.value)
-            display(fig)
-            plt.close(fig)
+        image.value = _figure_bytes(draw(slider.value))
 
     slider.observe(redraw, names="value")
-    redraw()
-    return w.VBox([slider, out])
+    return w.VBox([slider, image])
 
 
 def building_book() -> bool:

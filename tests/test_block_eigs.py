@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from instabilities import curvature
-from instabilities.curvature import block as be
 from instabilities.config import ConfigError
+from instabilities.curvature import block as be
 from instabilities.models import ModelSpec
 from instabilities.train import TrainConfig, build_problem
 
@@ -83,19 +83,6 @@ def test_invariant_subspace_is_exact():
     assert torch.allclose(res.values, torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-10)
 
 
-def test_tracker_warm_starts_and_verifies(small_net):
-    objective, theta = small_net
-    tracker = be.SharpnessTracker(k=2, tol=1e-4, verify_every=2)
-    g = torch.func.grad(objective)
-    th = theta.clone()
-    for _ in range(5):
-        tracker(objective, th)
-        th = th - 0.5 * g(th)
-    assert len(tracker.values) == 5 and len(tracker.verify_errors) == 3
-    assert max(tracker.verify_errors) < 1e-3
-    assert tracker.matvecs[-1] <= tracker.matvecs[0]
-
-
 def test_bad_arguments_raise_config_errors(small_net):
     objective, theta = small_net
     op = curvature.HessianOperator(objective, theta)
@@ -120,55 +107,3 @@ def test_precomputed_first_block_product_gives_the_same_solve(small_net):
     torch.testing.assert_close(grad, torch.func.grad(objective)(theta))
     with pytest.raises(ConfigError, match="HX0"):
         be.block_eigs(op, k=1, block_size=3, HX0=HX)
-
-
-@pytest.mark.parametrize("block_size", [1, 2, 3])
-def test_amortised_tracker_converges_on_a_fixed_quadratic(block_size):
-    # one block iteration per call on a fixed Hessian: the carried block keeps converging to lambda_1
-    spectrum = [5.0, 4.8, 4.5, 3.0] + torch.linspace(-0.2, 2.0, 116).tolist()
-    objective, A = _quadratic(spectrum, seed=3)
-    theta = torch.zeros(120, dtype=torch.float64)
-    tracker = be.SharpnessTracker(k=1, block_size=block_size, amortised=True, max_iter=1, tol=1e-10)
-    first = tracker(objective, theta)  # the first call is a converged solve
-    assert abs(float(first.values[0]) - 5.0) < 1e-8
-    tracker._carry[0]["X"] = be.start_block(120, block_size, seed=1)  # forget it: restart from random
-    errors = []
-    for _ in range(150):
-        res = tracker(objective, theta)
-        errors.append(abs(float(res.values[0]) - 5.0) / 5.0)
-    assert all(m == block_size for m in tracker.matvecs[1:])  # exactly one block iteration per call
-    assert errors[-1] < 1e-4 and errors[-1] < 1e-3 * errors[0]  # b = 1: power iteration, rate (4.8/5)^2
-    assert max(errors) < 1.0  # Ritz values of a subspace never exceed lambda_1
-
-
-def test_fused_tracked_step_matches_the_plain_tracker(small_net):
-    objective, theta = small_net
-    plain, fused = be.SharpnessTracker(k=1, tol=1e-6, block_size=2), be.SharpnessTracker(k=1, tol=1e-6, block_size=2)
-    g_fn = torch.func.grad(objective)
-    th_p = th_f = theta.clone()
-    for _ in range(4):
-        r_p = plain(objective, th_p)
-        th_p = th_p - 0.3 * g_fn(th_p)
-        r_f, loss, g = fused.step(objective, th_f)
-        th_f = th_f - 0.3 * g
-        torch.testing.assert_close(r_f.values, r_p.values, rtol=1e-9, atol=1e-12)
-        torch.testing.assert_close(loss, objective(th_f + 0.3 * g))
-    torch.testing.assert_close(th_f, th_p, rtol=1e-10, atol=1e-12)
-    assert fused.matvecs == plain.matvecs
-
-
-def test_measure_tracking_cost_reports_counts_and_audit(small_net):
-    objective, theta = small_net
-    r = be.measure_tracking_cost(objective, theta, lr=0.3, steps=4, k=1, block_size=2, verify_every=2,
-                                 fused=True, amortised=True, max_iter=1, warm_from=2)
-    assert r["matvecs_per_step"] == 2.0 and r["verified_steps"] == [0, 2]
-    assert len(r["verified_rel_errors"]) == 2 and r["max_verified_rel_error"] >= 0
-    assert r["fused"] and r["amortised"] and r["ratio"] > 0
-
-
-def test_time_eigensolvers_rows(small_net):
-    objective, theta = small_net
-    rows = be.time_eigensolvers(objective, theta, k=2, tol=1e-6)
-    assert [r["solver"] for r in rows][:2] == ["lanczos (ours)", "block Krylov (ours, cold)"]
-    for r in rows[:3]:
-        assert r["max_rel_error"] < 1e-4 and r["matvecs"] > 0 and len(r["values"]) == 2

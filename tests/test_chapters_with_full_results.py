@@ -1,16 +1,20 @@
 """Every chapter must also run when stored full-scale results are present.
 
-CI has no GPU, so ``results/full`` is usually empty and the chapters' "plot the stored full-scale
-result" branches would never execute. This test fills a *temporary* results folder with stand-ins:
-for each registered experiment it runs the ``ci`` configuration and stores those arrays under the
-experiment's name with the provenance (and hence the config hash) of its ``full`` configuration.
-The arrays have the same names and layout as a real full-scale result, only smaller, so every
-chapter then takes its full-scale branch. Nothing is written to the repository.
+A chapter's "plot the stored full-scale result" branch runs in the normal nbval run (``make book``)
+whenever ``results/full`` holds a current result for each of its experiments. Only the chapters with
+a missing or stale result still need a separate check, and only they are executed again here: a
+*temporary* results folder gets the real stored results plus stand-ins for the missing ones (the
+``ci`` configuration's arrays stored under the experiment's name with the provenance, hence the
+config hash, of its ``full`` configuration: same names and layout as a real full-scale result, only
+smaller), so the chapter takes its full-scale branch. Nothing is written to the repository.
+This keeps CI from executing every chapter a third time (issue 16): with every offline result
+stored, this test executes nothing.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -22,29 +26,53 @@ from instabilities import experiments, results
 BOOK = Path(__file__).resolve().parent.parent / "book"
 
 
+def _runnable(name: str) -> bool:
+    return not experiments.missing_data(experiments.config(name, "ci"))
+
+
+def experiments_without_current_result(chapter: str) -> list[str]:
+    """Experiments of ``chapter`` (registry) that CI can run but that have no current stored result."""
+    return [n for n in experiments.names() if experiments.get(n).chapter == chapter and _runnable(n)
+            and not experiments.stored(n).available]
+
+
 def chapters_using_stored_results() -> list[str]:
-    names = []
-    for nb in sorted(BOOK.glob("*.ipynb")):
-        text = nb.read_text()
-        if "experiments.stored(" in text:
-            names.append(nb.stem)
-    return names
+    return [nb.stem for nb in sorted(BOOK.glob("*.ipynb")) if "experiments.stored(" in nb.read_text()]
+
+
+def chapters_needing_stand_ins() -> list[str]:
+    """Chapters whose full-scale branch the nbval run did not exercise (a result missing or stale)."""
+    return [c for c in chapters_using_stored_results() if experiments_without_current_result(c)]
+
+
+def test_every_chapter_with_stored_results_is_covered():
+    """The chapters not executed here have every result stored: their full branch ran in nbval."""
+    for chapter in set(chapters_using_stored_results()) - set(chapters_needing_stand_ins()):
+        assert experiments_without_current_result(chapter) == []
 
 
 @pytest.fixture(scope="module")
 def stand_in_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
+    needed = sorted({n for c in chapters_needing_stand_ins() for n in experiments_without_current_result(c)})
+    real = results.results_dir("full")
+    current = [n for n in experiments.names() if _runnable(n) and experiments.stored(n).available]
     old = os.environ.get("INSTABILITIES_RESULTS")
     os.environ["INSTABILITIES_RESULTS"] = str(root)
     stored = []
     try:
-        for name in experiments.names():
-            if experiments.missing_data(experiments.config(name, "ci")):
-                continue  # e.g. CIFAR-10 is not on this machine
+        dest = results.results_dir("full")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in current:                     # the real results, as they are
+            for f in real.glob(f"{name}.*"):
+                shutil.copy2(f, dest / f.name)
+            stored.append(name)
+        for name in needed:                      # stand-ins for the missing ones
             arrays = experiments.run(name, experiments.config(name, "ci"))
             prov = results.provenance(experiments.config(name, "full"), "cpu",
                                       extra={"experiment": name, "scale": "full",
-                                             "stand_in": "ci-scale arrays, test fixture only"})
+                                             "stand_in": "ci-scale arrays, test fixture only"},
+                                      code=experiments.get(name).code_identity())
             results.save_result(results.results_dir("full") / f"{name}.npz", arrays, prov)
             stored.append(name)
         yield root, stored
@@ -57,12 +85,11 @@ def stand_in_results(tmp_path_factory):
 
 def test_stand_ins_are_current(stand_in_results):
     root, stored = stand_in_results
-    assert len(stored) >= 10
     for name in stored:
         assert experiments.stored(name).available, name
 
 
-@pytest.mark.parametrize("chapter", chapters_using_stored_results())
+@pytest.mark.parametrize("chapter", chapters_needing_stand_ins())
 def test_chapter_runs_with_full_results(stand_in_results, chapter):
     nb = nbformat.read(BOOK / f"{chapter}.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(BOOK)}}).execute()

@@ -1,4 +1,5 @@
 """The reproduction command on a tiny registered dummy experiment in a temporary results folder."""
+
 import dataclasses
 import json
 
@@ -7,6 +8,7 @@ import pytest
 
 from instabilities import cli, experiments
 from instabilities.config import Config, ConfigError
+from instabilities.experiments import registry as registry_mod
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +48,16 @@ def registry(monkeypatch, tmp_path):
     """A registry holding only the dummy experiments, and an empty results folder."""
     monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "results"))
     monkeypatch.setenv("INSTABILITIES_DATA", str(tmp_path / "no_data"))
-    monkeypatch.setattr(experiments, "_REGISTRY", {})
-    monkeypatch.setattr(experiments, "_loaded", True)
+    monkeypatch.setattr(registry_mod, "_REGISTRY", {})
+    monkeypatch.setattr(registry_mod, "_loaded", True)
     CALLS.clear()
-    experiments.register("dummy", chapter="full_scale", description="counts",
-                         configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=6)},
-                         run=_run_dummy)
+    experiments.register(
+        "dummy",
+        chapter="full_scale",
+        description="counts",
+        configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=6)},
+        run=_run_dummy,
+    )
     return tmp_path / "results"
 
 
@@ -69,8 +75,10 @@ def test_run_status_stale_and_resume(registry, capsys):
     assert len(CALLS) == 1
     assert "current, skipped" in (registry / "full" / "TIMINGS.md").read_text()
     # a config change makes the stored result stale: status says so, the plan reruns it, reproduce recomputes
-    experiments._REGISTRY["dummy"] = dataclasses.replace(
-        experiments._REGISTRY["dummy"], configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=7)})
+    registry_mod._REGISTRY["dummy"] = dataclasses.replace(
+        registry_mod._REGISTRY["dummy"],
+        configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=7)},
+    )
     assert experiments.stored("dummy").status == "stale"
     assert not experiments.stored("dummy").available and "STALE" in experiments.stored("dummy").banner()
     cli.main(["status"])
@@ -84,9 +92,16 @@ def test_run_status_stale_and_resume(registry, capsys):
 
 
 def test_missing_data_is_skipped_and_the_rest_still_runs(registry, capsys):
-    experiments.register("needs_cifar", chapter="x", description="needs CIFAR-10",
-                         configs={"ci": DummyConfig(scale="ci", dataset="cifar10"),
-                                  "full": DummyConfig(scale="full", dataset="cifar10")}, run=_run_dummy)
+    experiments.register(
+        "needs_cifar",
+        chapter="x",
+        description="needs CIFAR-10",
+        configs={
+            "ci": DummyConfig(scale="ci", dataset="cifar10"),
+            "full": DummyConfig(scale="full", dataset="cifar10"),
+        },
+        run=_run_dummy,
+    )
     assert "cifar10 not found" in experiments.missing_data(experiments.config("needs_cifar", "full"))[0]
     assert cli.main(["reproduce", "--device", "cpu", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -99,9 +114,14 @@ def test_missing_data_is_skipped_and_the_rest_still_runs(registry, capsys):
 
 
 def test_failure_inside_an_experiment_resumes_from_its_checkpoint(registry, capsys):
-    experiments.register("resumable", chapter="x", description="checkpoints",
-                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=6)},
-                         run=_run_resumable, resumable=True)
+    experiments.register(
+        "resumable",
+        chapter="x",
+        description="checkpoints",
+        configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=6)},
+        run=_run_resumable,
+        resumable=True,
+    )
     assert cli.main(["reproduce", "--only", "resumable", "--device", "cpu"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert experiments.stored("resumable").status == "missing"
@@ -142,25 +162,43 @@ def _run_slow_resumable(cfg: DummyConfig, device: str = "cpu", progress=None) ->
     return {"values": np.asarray(done, dtype=float)}
 
 
+def _row_seconds(timings: str, name: str) -> float:
+    row = next(line for line in timings.splitlines() if line.startswith(f"| {name} |"))
+    return float(row.split("|")[3])
+
+
 def test_time_budget_interrupts_and_the_same_command_continues(registry, capsys):
-    experiments.register("slow", chapter="x", description="slow, checkpointed",
-                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=40)},
-                         run=_run_slow_resumable, resumable=True)
+    experiments.register(
+        "slow",
+        chapter="x",
+        description="slow, checkpointed",
+        configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full", n=40)},
+        run=_run_slow_resumable,
+        resumable=True,
+    )
     argv = ["reproduce", "--only", "dummy,slow", "--device", "cpu", "--time-budget", "0.5"]
     assert cli.main(argv) == cli.EXIT_TIME_BUDGET  # 40 items x 0.05 s do not fit in 0.5 s
     captured = capsys.readouterr()
     assert "INTERRUPTED by the time budget" in captured.out and "Run the same command again" in captured.err
     assert experiments.stored("dummy").available and not experiments.stored("slow").available
     timings = (registry / "full" / "TIMINGS.md").read_text()
-    assert "| slow | interrupted: time budget (checkpoint kept, resumes) |" in timings
+    assert "| slow | interrupted: time budget (checkpoint kept, resumes; 1 part(s) so far) |" in timings
     assert experiments.plan("full", ["slow"])[0]["reason"].endswith("resumes from checkpoint")
     first = len(json.loads(experiments.checkpoint_path("slow", experiments.config("slow", "full")).read_text())["done"])
     assert 0 < first < 40
-    rc = 3
+    rc, totals = 3, [_row_seconds(timings, "slow")]
     for _ in range(10):  # each call continues from the checkpoint; none starts from zero again
         rc = cli.main(argv)
         if rc == 0:
             break
+        # an interrupted row shows the running total of all parts so far, not only the last part
+        timings = (registry / "full" / "TIMINGS.md").read_text()
+        totals.append(_row_seconds(timings, "slow"))
+        so_far = experiments.attempts("slow", experiments.config("slow", "full"))
+        assert f"{so_far['parts']} part(s) so far" in timings and totals[-1] == pytest.approx(
+            so_far["seconds"], abs=0.06
+        )
+        assert totals[-1] > totals[-2] + 0.2
     assert rc == 0
     starts = [c for c in CALLS if c.startswith("start@")]
     assert starts[0] == "start@0" and "start@0" not in starts[1:] and len(starts) >= 2
@@ -186,21 +224,142 @@ def test_time_budget_alarm_stops_an_experiment_that_reports_no_progress(registry
         time.sleep(5)  # never calls progress; the alarm must interrupt it
         return {"values": np.zeros(1)}
 
-    experiments.register("silent", chapter="x", description="no progress reports",
-                         configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full")}, run=silent)
+    experiments.register(
+        "silent",
+        chapter="x",
+        description="no progress reports",
+        configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full")},
+        run=silent,
+    )
     monkeypatch.setattr(cli, "ALARM_GRACE_SECONDS", 0.1)
-    assert cli.main(["reproduce", "--only", "silent", "--device", "cpu", "--time-budget", "0.2"]) == cli.EXIT_TIME_BUDGET
+    assert (
+        cli.main(["reproduce", "--only", "silent", "--device", "cpu", "--time-budget", "0.2"]) == cli.EXIT_TIME_BUDGET
+    )
     assert "not resumable, restarts" in capsys.readouterr().out
     assert not experiments.stored("silent").available
 
 
 def test_timings_keep_current_results_of_earlier_invocations(registry):
-    experiments.register("other", chapter="x", description="counts too",
-                         configs={"ci": DummyConfig(scale="ci", n=2), "full": DummyConfig(scale="full", n=4)},
-                         run=_run_dummy)
+    experiments.register(
+        "other",
+        chapter="x",
+        description="counts too",
+        configs={"ci": DummyConfig(scale="ci", n=2), "full": DummyConfig(scale="full", n=4)},
+        run=_run_dummy,
+    )
     assert cli.main(["reproduce", "--only", "dummy", "--device", "cpu"]) == 0
     assert cli.main(["reproduce", "--only", "other", "--device", "cpu"]) == 0
     timings = (registry / "full" / "TIMINGS.md").read_text()
     assert "| other | computed |" in timings
     assert "| dummy | current, not run by this invocation |" in timings  # not lost by the second invocation
-    assert timings.count("cpu:") >= 2  # each row names the device recorded in its provenance
+    assert timings.count("| cpu (") >= 2  # each row names the device recorded in its provenance
+
+
+# -- faults: corrupt result files, devices, invalid configs --------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_corrupt_result_is_reported_refused_and_forced(registry, capsys, damage):
+    experiments.register(
+        "other",
+        chapter="x",
+        description="counts too",
+        configs={"ci": DummyConfig(scale="ci", n=2), "full": DummyConfig(scale="full", n=4)},
+        run=_run_dummy,
+    )
+    assert cli.main(["reproduce", "--device", "cpu"]) == 0
+    path = registry / "full" / "dummy.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    damaged = path.read_bytes()
+    capsys.readouterr()
+    # status: CORRUPT, and the experiments after it are still listed; no traceback
+    assert cli.main(["status"]) == 0
+    out, err = capsys.readouterr()
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "CORRUPT" in lines["dummy"] and "current" in lines["other"] and "Traceback" not in out + err
+    # the chapter API reports it like a missing result, with the reason, and never raises
+    st = experiments.stored("dummy")
+    assert st.status == "corrupt" and not st.available and st.arrays == {} and st.reason
+    assert "CORRUPT" in st.banner() and "--force" in st.banner()
+    assert experiments.stored("other").available  # nothing else is lost
+    # run refuses with one line naming --force, and leaves the file alone
+    assert cli.main(["run", "dummy", "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "--force" in err and "CORRUPT" in err
+    assert path.read_bytes() == damaged and len(CALLS) == 2
+    # reproduce skips it with the same advice and reproduces the rest
+    assert experiments.plan("full", ["dummy"])[0]["action"] == "skip"
+    assert cli.main(["reproduce", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "SKIPPED" in out and "--force" in out and "Traceback" not in out and path.read_bytes() == damaged
+    # --force overwrites it
+    assert cli.main(["run", "dummy", "--device", "cpu", "--force"]) == 0
+    assert experiments.stored("dummy").available and list(experiments.stored("dummy")["values"]) == list(range(6))
+    assert experiments.stored("other").available
+
+
+def _fake_cuda(monkeypatch, count: int) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+
+
+@pytest.mark.parametrize("device,gpus", [("tpu", 0), ("cuda", 0), ("cuda:7", 2), ("cuda:", 2), ("gpu", 1)])
+def test_unavailable_device_is_one_line_exit_2(registry, capsys, monkeypatch, device, gpus):
+    _fake_cuda(monkeypatch, gpus)
+    assert cli.main(["run", "dummy", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert repr(device) in err and "cpu" in err  # names the device asked for and those available
+    assert ("cuda:1" in err) == (gpus == 2)
+    assert CALLS == [] and experiments.stored("dummy").status == "missing"
+
+
+def test_device_string_is_recorded_exactly(registry, monkeypatch):
+    _fake_cuda(monkeypatch, 2)
+    assert cli.main(["run", "dummy", "--device", "cuda:1"]) == 0
+    prov = experiments.stored("dummy").provenance
+    assert prov["device"] == "cuda:1" and prov["device_name"] == "Fake GPU"
+    assert cli.main(["run", "dummy", "--device", "cpu", "--scale", "ci"]) == 0
+    assert experiments.stored("dummy", "ci").provenance["device"] == "cpu"
+
+
+def test_invalid_config_is_one_line_exit_2(registry, capsys, monkeypatch):
+    def bad_run(cfg, device="cpu", progress=None):
+        DummyConfig(scale="full", n=1).replace(scale="huge")  # raises ConfigError, as a bad config does
+        return {}
+
+    experiments.register(
+        "bad",
+        chapter="x",
+        description="bad config",
+        configs={"ci": DummyConfig(scale="ci"), "full": DummyConfig(scale="full")},
+        run=bad_run,
+    )
+    assert cli.main(["run", "bad", "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert "FAILED, scale='huge' is unknown" in out and "Traceback" not in out + err
+
+    def broken_registry():
+        raise ConfigError("experiment 'x': eta=-1 must be a finite number > 0.")
+
+    monkeypatch.setattr(registry_mod, "_load_all", broken_registry)
+    for argv in (["list"], ["status"], ["run", "dummy", "--device", "cpu"]):
+        assert cli.main(argv) == 2
+        out, err = capsys.readouterr()
+        assert err.strip() == "error: experiment 'x': eta=-1 must be a finite number > 0."
+
+
+def test_status_says_what_made_a_result_stale(registry, capsys):
+    assert cli.main(["run", "dummy", "--device", "cpu"]) == 0
+    exp = registry_mod._REGISTRY["dummy"]
+    registry_mod._REGISTRY["dummy"] = dataclasses.replace(exp, revision=1)  # the code's meaning changed
+    cli.main(["status"])
+    assert "STALE (code)" in capsys.readouterr().out
+    registry_mod._REGISTRY["dummy"] = dataclasses.replace(
+        exp, configs={"ci": DummyConfig(scale="ci", n=3), "full": DummyConfig(scale="full", n=9)}
+    )
+    cli.main(["status"])
+    assert "STALE (config)" in capsys.readouterr().out
+    assert "STALE (config)" in experiments.plan("full")[0]["reason"]

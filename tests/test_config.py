@@ -50,3 +50,23 @@ def test_helpers():
         require_positive_int("steps", 0)
     with pytest.raises(ConfigError, match="choose one of"):
         require_choice("loss", "l1", ("mse", "ce"))
+
+
+def test_require_device(monkeypatch):
+    import torch
+
+    from instabilities.config import available_devices, require_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert available_devices()[:4] == ["cpu", "cuda", "cuda:0", "cuda:1"]
+    assert require_device("cuda:1") == "cuda:1"
+    with pytest.raises(
+        ConfigError, match=r"'cuda:7' is not available on this machine; use one of: cpu, cuda, cuda:0, cuda:1"
+    ):
+        require_device("cuda:7")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="'cuda' is not available"):
+        require_device("cuda")
+    with pytest.raises(ConfigError, match="'tpu'"):
+        require_device("tpu")

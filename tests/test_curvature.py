@@ -167,3 +167,25 @@ def test_time_hvps_returns_the_documented_keys():
         assert c[key] > 0 and math.isclose(c[f"ratio_{key}"], c[key] / c["gradient"])
     with pytest.raises(ConfigError, match="block"):
         curvature.time_hvps(obj, theta, block=0)
+
+
+def test_power_iteration_returns_values_in_decreasing_order():
+    """EigResult's contract: values in decreasing order. Deflated power iteration finds the eigenvalue of
+    largest magnitude first (-5 here), so returning the values in the order found breaks the contract."""
+    A = torch.diag(torch.tensor([-5.0, 3.0, 1.0, 0.5, 0.2], dtype=torch.float64))
+    pw = curvature.power_iteration(MatrixOperator(A), k=2, tol=1e-12, max_iter=500)
+    torch.testing.assert_close(pw.values, torch.tensor([3.0, -5.0], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    assert bool((pw.values[:-1] >= pw.values[1:]).all()), f"not decreasing: {pw.values.tolist()}"
+    # vectors and residuals follow their values
+    torch.testing.assert_close(pw.vectors[:, 0].abs(), torch.eye(5, dtype=torch.float64)[:, 1], atol=1e-5, rtol=0)
+    assert float(pw.residuals.max()) < 1e-4
+
+
+def test_one_lanczos_family_single_and_batched_agree():
+    """lanczos and batched_lanczos share the warm start, tridiagonal matrix and stopping rule: on one member
+    they stop after the same number of steps with the same values."""
+    obj, theta = small_problem(2)
+    one = curvature.lanczos(curvature.HessianOperator(obj, theta), 2, max_iter=200, tol=1e-6, check_every=5)
+    batched = curvature.batched_lanczos(obj, theta[None], 2, max_iter=200, tol=1e-6, check_every=5)
+    torch.testing.assert_close(batched.values[0], one.values, rtol=1e-6, atol=0)
+    assert batched.n_matvec == one.n_matvec

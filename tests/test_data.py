@@ -48,8 +48,10 @@ def _write_cifar(root, n=4):
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, size=n))}
+        batch = {
+            b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            b"labels": list(rng.integers(0, 10, size=n)),
+        }
         with open(folder / name, "wb") as fh:
             pickle.dump(batch, fh)
 
@@ -85,3 +87,18 @@ def test_read_idx_rejects_garbage(tmp_path):
     p.write_bytes(b"\x01\x02\x03\x04garbage")
     with pytest.raises(ValueError):
         data.read_idx(p)
+
+
+def test_local_files_name_what_each_dataset_needs(tmp_path):
+    assert data.local_files("mnist1d", tmp_path) == [] and data.missing_local_files("digits", tmp_path) == []
+    need = data.local_files("fashion_mnist", tmp_path)
+    assert [p.name for p in need][0] == "train-images-idx3-ubyte" and len(need) == 4
+    assert data.missing_local_files("fashion_mnist", tmp_path) == need
+    need[0].parent.mkdir(parents=True)
+    need[0].with_name(need[0].name + ".gz").write_bytes(b"")  # gzipped copies count
+    assert data.missing_local_files("fashion_mnist", tmp_path) == need[1:]
+    _write_cifar(tmp_path)
+    assert data.missing_local_files("cifar10", tmp_path) == []
+    assert {p.name for p in data.local_files("cifar10", tmp_path)} == {f"data_batch_{i}" for i in range(1, 6)} | {
+        "test_batch"
+    }

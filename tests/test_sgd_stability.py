@@ -82,3 +82,37 @@ def test_directional_curvatures_match_dense_per_example_hessians(loss):
     assert float(curv.mean()) == pytest.approx(float(u @ H @ u), rel=1e-8, abs=1e-10)
     stats = batch_curvature_stats(curv, eta=0.5, batch_size=7)
     assert stats["q"] == pytest.approx((1 - 0.5 * stats["a"]) ** 2)  # full batch: no noise term
+
+
+# -- SGD and its matched SDE --------------------------------------------------------------------
+from instabilities.dynamics.sgd_stability import example_weights, train_reweighted, weight_covariance  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["sgd", "sde"])
+def test_sgd_and_sde_weights_share_mean_and_covariance(kind):
+    n, b, draws = 6, 2, 60000
+    gen = torch.Generator().manual_seed(1)
+    W = example_weights(kind, torch.full((draws,), b), n, gen).numpy()
+    np.testing.assert_allclose(W.sum(1), 1.0, atol=1e-12)  # both are unbiased reweightings of the loss
+    np.testing.assert_allclose(W.mean(0), np.full(n, 1 / n), atol=3e-3)
+    np.testing.assert_allclose(np.cov(W.T, bias=True), weight_covariance(b, n), atol=2e-3)
+
+
+def test_weights_reject_unknown_kind():
+    with pytest.raises(ConfigError, match="weighting"):
+        example_weights("adam", torch.tensor([2]), 4, torch.Generator())
+
+
+def test_reweighted_gd_equals_plain_gd():
+    torch.manual_seed(0)
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 1, dtype=torch.float64)
+    fm = FlatModel(mlp(3, [4], 1).double())
+    per_ex = per_example_losses(fm, x, y, "mse")
+    theta = fm.theta0.clone()
+    out = train_reweighted(per_ex, theta[None], 0.1, ["gd"], [10], max_steps=5, stop_loss=0.0)
+    for _ in range(5):
+        th = theta.clone().requires_grad_(True)
+        g, = torch.autograd.grad(per_ex(th).mean(), th)
+        theta = theta - 0.1 * g
+    np.testing.assert_allclose(out["theta"][0], theta.numpy(), rtol=1e-10, atol=1e-12)
+    assert out["steps"][0] == 5 and not out["diverged"][0]

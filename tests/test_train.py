@@ -95,3 +95,20 @@ def test_cuda_request_without_gpu_is_clear():
 def test_stop_acc_and_ce():
     h = train.train(train.TrainConfig(**SMALL, loss="ce", lr=0.5, steps=400, stop_acc=0.9))
     assert h.train_acc[-1] >= 0.9 and h.step[-1] < 400
+
+
+@pytest.mark.parametrize("changes", [dict(optimizer="nesterov", momentum=0.9), dict(optimizer="clipped_ada", clip=0.05)])
+def test_train_steps_with_the_functional_rules_of_optim(changes):
+    """train's torch optimizer is optim's rule: a hand loop of optim.update gives the same iterates."""
+    from instabilities import optim
+
+    cfg = train.TrainConfig(**SMALL, lr=0.01, steps=8, dtype="float64", **changes)
+    hist = train.train(cfg, keep_theta=True)
+    prob = train.build_problem(cfg)
+    theta = prob.flat.theta0.clone()
+    state = optim.init_state(cfg.optimizer, theta)
+    hyper = {k: getattr(cfg, k) for k in ("lr", "momentum", "beta1", "beta2", "eps", "clip")}
+    for _ in range(cfg.steps):
+        theta = optim.update(cfg.optimizer, theta, torch.func.grad(prob.objective)(theta), state, hyper)
+    np.testing.assert_allclose(hist.theta_final, theta.numpy(), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(hist.theta_final, prob.flat.theta0.numpy())

@@ -12,7 +12,10 @@ here therefore
 * run on one iterate (:func:`lanczos`) or on every member of a population at once
   (:func:`batched_lanczos`, one Krylov basis per member), with the same stopping rule.
 
-The products come from :mod:`instabilities.curvature.operator`.
+The products come from :mod:`instabilities.curvature.operator`. Why one family: the single and the
+batched solver must agree on a member (the population chapters compare them with separate runs), so
+they share the warm-start blend, the tridiagonal builder and the stopping rule (``_warm_start``,
+``_tridiag``, ``_ritz_converged``) rather than keeping two copies that drift apart.
 
 All are tested against the dense spectrum from ``torch.linalg.eigvalsh`` on small nets.
 """
@@ -25,7 +28,6 @@ import torch
 
 from ..config import ConfigError
 from .operator import HessianOperator, Objective, population_hvp, population_hvp_block, population_hvp_reverse
-
 
 
 @dataclasses.dataclass
@@ -53,17 +55,45 @@ def _as_operator(op, theta: torch.Tensor | None = None) -> HessianOperator:
     raise ConfigError("pass a HessianOperator (curvature.HessianOperator(objective, theta)).")
 
 
-def _warm_start_vector(dim: int, v0: torch.Tensor | None, dtype, device, generator) -> torch.Tensor:
-    noise = torch.randn(dim, dtype=torch.float64, device=device, generator=generator)
+def _warm_start(noise: torch.Tensor, v0: torch.Tensor | None) -> torch.Tensor:
+    """The Lanczos start vector(s) of both solvers: rows of float64 ``noise`` (``(..., dim)``, not yet
+    normalised) blended with the previous eigenvectors ``v0``.
+
+    ``v0`` is ``(..., dim)`` (one vector per row) or ``(..., dim, j)`` (several previous eigenvectors,
+    combined with the distinct weights ``linspace(1.0, 0.5, j)`` so that no eigenvector starts
+    orthogonal to the start). The start is ``v0 / |v0| + 1e-3 * noise / |noise|``, normalised: the small
+    noise keeps a warm start from being an exactly invariant subspace of the moved Hessian. Rows whose
+    ``v0`` is zero or not finite start from the noise alone.
+    """
+    norm = noise.norm(dim=-1, keepdim=True)
     if v0 is None:
-        return noise / noise.norm()
-    v0 = v0.to(device=device, dtype=torch.float64)
-    if v0.dim() == 2:  # several previous eigenvectors: combine them with distinct weights
-        weights = torch.linspace(1.0, 0.5, v0.shape[1], dtype=torch.float64, device=device)
+        return noise / norm
+    v0 = v0.to(device=noise.device, dtype=torch.float64)
+    if v0.dim() == noise.dim() + 1:  # several previous eigenvectors: combine them with distinct weights
+        weights = torch.linspace(1.0, 0.5, v0.shape[-1], dtype=torch.float64, device=noise.device)
         v0 = v0 @ weights
-    v0 = v0 / v0.norm()
-    start = v0 + 1e-3 * noise / noise.norm()
-    return start / start.norm()
+    v0 = torch.nan_to_num(v0)
+    v0_norm = v0.norm(dim=-1, keepdim=True)
+    start = v0 / v0_norm.clamp_min(1e-300) + 1e-3 * noise / norm
+    return torch.where(v0_norm > 0, start / start.norm(dim=-1, keepdim=True), noise / norm)
+
+
+def _tridiag(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """The Lanczos tridiagonal matrix(ces) from ``alpha`` (``(..., m)``) and ``beta`` (``(..., m - 1)``)."""
+    T = torch.diag_embed(alpha)
+    if beta.shape[-1]:
+        T = T + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
+    return T
+
+
+def _ritz_converged(b: torch.Tensor, evals: torch.Tensor, evecs: torch.Tensor, k: int, tol: float) -> torch.Tensor:
+    """The stopping rule of both Lanczos solvers: every wanted Ritz pair has the residual estimate
+    ``|beta_m s_{m,i}| <= tol * max(|lambda_1|, 1e-12)`` (``evals``/``evecs`` of the tridiagonal matrix,
+    ``b = beta_m``; leading dimensions are members). Returns a bool tensor (one per member)."""
+    top = evals.flip(-1)[..., :k]
+    est = (b[..., None] * evecs[..., -1, :].flip(-1)[..., :k]).abs()
+    scale = top.abs().amax(-1).clamp_min(1e-12)
+    return (est <= tol * scale[..., None]).all(-1) & (top.shape[-1] >= k)
 
 
 def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1e-4,
@@ -72,9 +102,26 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
     """Top-``k`` (largest algebraic) eigenpairs by Lanczos with full re-orthogonalisation.
 
     Stops when the Ritz residual estimate ``|beta_m s_{m,i}|`` of each wanted pair is below
-    ``tol * max(|lambda_1|, 1e-12)``, or after ``max_iter`` steps. The Krylov basis is kept in
-    float64. ``v0`` (a vector or a ``(dim, j)`` block of previous eigenvectors) warm-starts.
-    Residuals are then computed explicitly with one batched product.
+    ``tol * max(|lambda_1|, 1e-12)``, or after ``max_iter`` steps (the rule shared with
+    :func:`batched_lanczos`). The Krylov basis is kept in float64. Residuals are then computed
+    explicitly with one batched product (``k`` more products, counted in ``n_matvec``).
+
+    Args:
+        op: the Hessian as a :class:`~instabilities.curvature.HessianOperator` (or a subclass, e.g.
+            the preconditioned operator); its ``n_matvec`` counter is what the result reports.
+        k: number of top eigenpairs wanted (``>= 1``).
+        max_iter: most Krylov steps (capped at the dimension).
+        tol: relative tolerance of the stopping rule; ``0`` runs exactly ``max_iter`` steps.
+        v0: warm start: a vector ``(dim,)`` or a block ``(dim, j)`` of previous eigenvectors, blended
+            with weights ``linspace(1, 0.5, j)`` plus ``1e-3`` noise; ``None``: a random start.
+        seed: seed of the random start (and of the noise added to a warm start).
+        check_every: the stopping rule is evaluated every that many steps (an eigendecomposition of
+            the tridiagonal matrix each time).
+        min_iter: no stop before that many steps (default ``2k + 2``).
+
+    Returns:
+        :class:`EigResult` with values in decreasing order, unit vectors, explicit residuals,
+        ``n_matvec`` and ``converged``.
     """
     if k < 1:
         raise ConfigError(f"k={k} must be >= 1.")
@@ -85,7 +132,7 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
     gen = torch.Generator(device=device).manual_seed(seed)
     Q = torch.zeros(max_iter + 1, n, dtype=torch.float64, device=device)
     alphas, betas = [], []
-    q = _warm_start_vector(n, v0, op.dtype, device, gen)
+    q = _warm_start(torch.randn(n, dtype=torch.float64, device=device, generator=gen), v0)
     Q[0] = q
     converged = False
     m = 0
@@ -100,12 +147,8 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
         alphas.append(a)
         m = j + 1
         if m >= min_iter and (m % check_every == 0 or m == max_iter or b < 1e-10):
-            T = _tridiag(alphas, betas, device)
-            evals, evecs = torch.linalg.eigh(T)
-            top = evals.flip(0)[:k]
-            est = (b * evecs[-1, :].flip(0)[:k]).abs()
-            scale = max(float(top.abs().max()), 1e-12)
-            if bool((est <= tol * scale).all()) and len(top) >= k:
+            evals, evecs = torch.linalg.eigh(_tridiag(torch.stack(alphas), _stack(betas, device)))
+            if bool(_ritz_converged(b, evals, evecs, k, tol)):
                 converged = True
                 break
         if b < 1e-10:  # invariant subspace found: the Ritz values are exact
@@ -113,8 +156,7 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
             break
         betas.append(b)
         Q[j + 1] = w / b
-    T = _tridiag(alphas, betas[: m - 1], device)
-    evals, evecs = torch.linalg.eigh(T)
+    evals, evecs = torch.linalg.eigh(_tridiag(torch.stack(alphas), _stack(betas[: m - 1], device)))
     order = torch.argsort(evals, descending=True)[:k]
     values = evals[order]
     vectors = (Q[:m].T @ evecs[:, order])
@@ -125,13 +167,8 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
     return EigResult(values.to(op.dtype), vec, residuals.to(op.dtype), op.n_matvec, converged)
 
 
-def _tridiag(alphas, betas, device) -> torch.Tensor:
-    a = torch.stack(alphas) if alphas else torch.zeros(0, dtype=torch.float64, device=device)
-    T = torch.diag(a)
-    if betas:
-        b = torch.stack(betas)
-        T = T + torch.diag(b, 1) + torch.diag(b, -1)
-    return T
+def _stack(values: list, device) -> torch.Tensor:
+    return torch.stack(values) if values else torch.zeros(0, dtype=torch.float64, device=device)
 
 
 def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: float = 1e-3,
@@ -140,7 +177,8 @@ def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: f
 
     This is the scheme of popular Hessian libraries; it is here to *show* how it
     under-reports clustered top eigenvalues (compare its residuals with Lanczos').
-    Like every power method it finds the eigenvalues of largest *magnitude*.
+    Like every power method it finds the eigenvalues of largest *magnitude*; they are returned in
+    decreasing order (as every :class:`EigResult`), not in the order deflation found them.
     """
     op = _as_operator(op)
     gen = torch.Generator(device=op.device).manual_seed(seed)
@@ -150,7 +188,7 @@ def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: f
     for i in range(k):
         start = v0[:, i] if (v0 is not None and v0.dim() == 2 and i < v0.shape[1]) else (
             v0 if (v0 is not None and v0.dim() == 1 and i == 0) else None)
-        v = _warm_start_vector(op.dim, start, op.dtype, op.device, gen).to(op.dtype)
+        v = _warm_start(torch.randn(op.dim, dtype=torch.float64, device=op.device, generator=gen), start).to(op.dtype)
         lam = None
         ok = False
         for _ in range(max_iter):
@@ -170,7 +208,8 @@ def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: f
     values = torch.stack(found_vals)
     vectors = torch.stack(found_vecs, dim=1)
     residuals = (op.matmat(vectors) - vectors * values).norm(dim=0)
-    return EigResult(values, vectors, residuals, op.n_matvec, converged)
+    order = torch.argsort(values, descending=True)  # the EigResult contract: decreasing values
+    return EigResult(values[order], vectors[:, order], residuals[order], op.n_matvec, converged)
 
 
 def top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int = 1, method: str = "lanczos",
@@ -244,7 +283,7 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
+def batched_lanczos(objective: Objective, Theta: torch.Tensor, k: int = 1,
                     max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
                     active: torch.Tensor | None = None, seed: int = 0, check_every: int = 5,
                     min_iter: int | None = None, hvp_method: str = "reverse") -> BatchedEigResult:
@@ -252,13 +291,30 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
 
     One Lanczos recursion with full re-orthogonalisation per member; the Krylov bases live on the
     device in float64 as a ``(P, m, dim)`` tensor and every step costs one vmapped Hessian-vector
-    product for the whole population. The stopping rule is the one of
-    :func:`instabilities.curvature.lanczos` (Ritz residual estimate ``<= tol * |lambda_1|`` for every
-    wanted pair) applied to every active member; it is checked every ``check_every`` steps, which
-    is the only host synchronisation. ``V0`` (``(P, dim)`` or ``(P, dim, j)``) warm-starts.
-    Members with ``active[p] == False`` (e.g. diverged) are skipped and get NaN rows.
-    ``hvp_method``: ``"reverse"`` (double backward through a gradient graph built once per call,
-    :func:`population_hvp_reverse`) or ``"forward"`` (vmapped ``jvp`` of ``grad``).
+    product for the whole population. The warm start, the tridiagonal matrix and the stopping rule
+    are those of :func:`lanczos` (Ritz residual estimate ``<= tol * |lambda_1|`` for every wanted pair),
+    applied to every active member; the rule is checked every ``check_every`` steps, which is the only
+    host synchronisation. A member whose Krylov space becomes invariant restarts with a fresh
+    orthogonal direction (``beta = 0``).
+
+    Args:
+        objective: ``theta (dim,) -> loss``, the same function for every member.
+        Theta: ``(P, dim)`` parameters, one member per row.
+        k: number of top eigenpairs wanted per member (``>= 1``).
+        max_iter: most Krylov steps (capped at ``dim``); the basis grows in blocks of 32 vectors.
+        tol: relative tolerance of the stopping rule; ``0`` runs ``max_iter`` steps.
+        V0: warm start, ``(P, dim)`` or ``(P, dim, j)`` previous eigenvectors per member (zero or NaN rows
+            start at random), blended as in :func:`lanczos`.
+        active: ``(P,)`` bool; members with ``False`` (e.g. diverged) or non-finite rows are skipped and
+            get NaN values and residuals.
+        seed: seed of the random starts and restart directions.
+        check_every: steps between evaluations of the stopping rule.
+        min_iter: no stop before that many steps (default ``2k + 2``).
+        hvp_method: ``"reverse"`` (double backward through a gradient graph built once per call,
+            :func:`population_hvp_reverse`) or ``"forward"`` (vmapped ``jvp`` of ``grad``).
+
+    Returns:
+        :class:`BatchedEigResult`; ``n_matvec`` counts products per member (Krylov steps plus ``k``).
     """
     if k < 1:
         raise ConfigError(f"k={k} must be >= 1.")
@@ -280,19 +336,9 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
     f64 = torch.float64
 
     def noise() -> torch.Tensor:
-        z = torch.randn(P, n, dtype=f64, device=dev, generator=gen)
-        return z / z.norm(dim=-1, keepdim=True)
+        return _warm_start(torch.randn(P, n, dtype=f64, device=dev, generator=gen), None)
 
-    q = noise()
-    if V0 is not None:
-        v0 = V0.to(device=dev, dtype=f64)
-        if v0.dim() == 3:
-            weights = torch.linspace(1.0, 0.5, v0.shape[2], dtype=f64, device=dev)
-            v0 = v0 @ weights
-        v0 = torch.nan_to_num(v0)
-        ok = v0.norm(dim=-1, keepdim=True) > 0
-        start = v0 / v0.norm(dim=-1, keepdim=True).clamp_min(1e-300) + 1e-3 * q
-        q = torch.where(ok, start / start.norm(dim=-1, keepdim=True), q)
+    q = _warm_start(torch.randn(P, n, dtype=f64, device=dev, generator=gen), V0)
     # the Krylov basis grows in blocks of _KRYLOV_BLOCK vectors (warm-started runs rarely need max_iter)
     Q = torch.zeros(P, min(max_iter + 1, _KRYLOV_BLOCK + 1), n, dtype=f64, device=dev)
     alpha = torch.zeros(P, max_iter, dtype=f64, device=dev)
@@ -327,14 +373,11 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
         b = torch.where(small, torch.zeros_like(b), b)
         beta[:, j] = b
         if m >= min_iter and (m % check_every == 0 or m == max_iter):
-            vals, vecs = torch.linalg.eigh(_batched_tridiag(alpha[:, :m], beta[:, : m - 1]))
-            top = vals.flip(-1)[:, :k]
-            est = (b[:, None] * vecs[:, -1, :].flip(-1)[:, :k]).abs()
-            scale = top.abs().amax(-1).clamp_min(1e-12)
-            converged = (est <= tol * scale[:, None]).all(-1) & (top.shape[-1] >= k)
+            vals, vecs = torch.linalg.eigh(_tridiag(alpha[:, :m], beta[:, : m - 1]))
+            converged = _ritz_converged(b, vals, vecs, k, tol)
             if bool((converged | ~active).all()):  # the only host synchronisation
                 break
-    vals, vecs = torch.linalg.eigh(_batched_tridiag(alpha[:, :m], beta[:, : m - 1]))
+    vals, vecs = torch.linalg.eigh(_tridiag(alpha[:, :m], beta[:, : m - 1]))
     order = torch.argsort(vals, dim=-1, descending=True)[:, :k]
     values = torch.gather(vals, 1, order)
     S = torch.gather(vecs, 2, order[:, None, :].expand(P, m, order.shape[1]))
@@ -353,17 +396,10 @@ def batched_lanczos(objective: Callable[[torch.Tensor], torch.Tensor], Theta: to
                             converged & active)
 
 
-def _batched_tridiag(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    T = torch.diag_embed(alpha)
-    if beta.shape[-1]:
-        T = T + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
-    return T
-
-
 KRYLOV_BYTES = 8 * 2**30  # largest Krylov basis (float64) that one batched Lanczos call may hold
 
 
-def batched_top_eigenpairs(objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor, k: int = 1,
+def batched_top_eigenpairs(objective: Objective, Theta: torch.Tensor, k: int = 1,
                            max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
                            active: torch.Tensor | None = None, seed: int = 0,
                            max_bytes: int = KRYLOV_BYTES) -> BatchedEigResult:

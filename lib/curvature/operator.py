@@ -12,14 +12,22 @@ The eigensolvers built on these products are in :mod:`instabilities.curvature.ei
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.func import grad, grad_and_value, jvp, vmap
 
 from ..config import ConfigError
+from ..losses import Objective
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
+
+def hvp_fn(objective: Objective) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(theta, v) -> H(theta) v`` by forward-over-reverse (``jvp`` of ``grad``): the one inner
+    product that every forward-mode product below (single, block, population) vmaps."""
+    def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return jvp(grad(objective), (theta,), (v,))[1]
+
+    return one
 
 
 class HessianOperator:
@@ -57,7 +65,7 @@ class HessianOperator:
         self.n_matvec += 1
         v = v.to(self.dtype)
         if self.method == "forward":
-            return jvp(grad(self.objective), (self.theta,), (v,))[1]
+            return hvp_fn(self.objective)(self.theta, v)
         leaf, g = self._reverse_graph()
         with torch.enable_grad():
             return torch.autograd.grad(g, leaf, v, retain_graph=True)[0]
@@ -68,8 +76,7 @@ class HessianOperator:
         self.n_matvec += k
         V = V.to(self.dtype)
         if self.method == "forward":
-            f = lambda v: jvp(grad(self.objective), (self.theta,), (v,))[1]  # noqa: E731
-            return vmap(f, in_dims=1, out_dims=1)(V)
+            return vmap(hvp_fn(self.objective), in_dims=(None, 1), out_dims=1)(self.theta, V)
         leaf, g = self._reverse_graph()
         with torch.enable_grad():
             out = torch.autograd.grad(g, leaf, V.T.contiguous(), retain_graph=True, is_grads_batched=True)[0]
@@ -97,7 +104,7 @@ class HessianOperator:
 
 def hvp(objective: Objective, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """One Hessian-vector product ``H(theta) v`` by forward-over-reverse differentiation."""
-    return jvp(grad(objective), (theta.detach(),), (v.to(theta.dtype),))[1]
+    return hvp_fn(objective)(theta.detach(), v.to(theta.dtype))
 
 
 def grad_and_hvps(objective: Objective, theta: torch.Tensor,
@@ -132,18 +139,12 @@ def dense_hessian(objective: Objective, theta: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 def population_hvp(objective: Callable[[torch.Tensor], torch.Tensor]):
     """``(Theta (P, dim), V (P, dim)) -> (P, dim)``: one Hessian-vector product per member, vmapped."""
-    def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(objective), (theta,), (v,))[1]
-
-    return vmap(one)
+    return vmap(hvp_fn(objective))
 
 
 def population_hvp_block(objective: Callable[[torch.Tensor], torch.Tensor]):
     """``(Theta (P, dim), V (P, dim, k)) -> (P, dim, k)``: ``k`` products per member, vmapped twice."""
-    def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return jvp(grad(objective), (theta,), (v,))[1]
-
-    return vmap(vmap(one, in_dims=(None, 1), out_dims=1))
+    return vmap(vmap(hvp_fn(objective), in_dims=(None, 1), out_dims=1))
 
 
 def population_hvp_reverse(objective: Callable[[torch.Tensor], torch.Tensor],

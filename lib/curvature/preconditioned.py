@@ -12,10 +12,11 @@ frozen preconditioner; 38/eta for beta1 = 0.9, Cohen et al. 2022).
 from __future__ import annotations
 
 import math
+
 import torch
 
 from ..config import ConfigError
-from ..optim import ClippedAda, clipped_denominator
+from ..optim import optimizer_preconditioner  # reads P from the optimizer state (one home: optim)
 from .eigen import EigResult, lanczos
 from .operator import HessianOperator, Objective
 
@@ -47,29 +48,6 @@ def adam_threshold(eta: float, beta1: float) -> float:
 
 
 # -- preconditioners --------------------------------------------------------------------------
-def optimizer_preconditioner(optimizer: torch.optim.Optimizer, param: torch.Tensor | None = None) -> torch.Tensor | None:
-    """Diagonal of ``P`` that ``optimizer`` (Adam or :class:`ClippedAda`) used in its latest step.
-
-    ``P = sqrt(v_hat) + eps`` for ``torch.optim.Adam``, ``min(sqrt(v_hat), c) + eps`` for ClippedAda.
-    Returns ``None`` before the first step (no second-moment estimate yet).
-    """
-    if not isinstance(optimizer, (torch.optim.Adam, ClippedAda)):
-        raise ConfigError(f"{type(optimizer).__name__} has no diagonal preconditioner; use optimizer 'adam', "
-                          "'rmsprop' or 'clipped_ada'.")
-    group = optimizer.param_groups[0]
-    if len(optimizer.param_groups) != 1 or len(group["params"]) != 1:
-        if param is None:
-            raise ConfigError("the optimiser holds several tensors; pass param= (the flat parameter vector).")
-    p = param if param is not None else group["params"][0]
-    state = optimizer.state.get(p, {})
-    if not state:
-        return None
-    if group.get("amsgrad", False):
-        raise ConfigError("amsgrad is not supported; build Adam with amsgrad=False.")
-    c = group.get("c", math.inf)
-    return clipped_denominator(state["exp_avg_sq"], float(state["step"]), group["betas"][1], c, group["eps"]).detach()
-
-
 def preconditioned_sharpness_bounds(sharpness: float, precond: torch.Tensor) -> tuple[float, float]:
     """For ``S = lambda_1(H) > 0``: ``S / max(P) <= lambda_1(P^{-1}H) <= S / min(P)``."""
     return sharpness / float(precond.max()), sharpness / float(precond.min())
@@ -78,7 +56,8 @@ def preconditioned_sharpness_bounds(sharpness: float, precond: torch.Tensor) -> 
 class PreconditionedHessianOperator(HessianOperator):
     """``v -> P^{-1/2} H P^{-1/2} v`` for a positive diagonal ``P`` (symmetric; spectrum of ``P^{-1}H``)."""
 
-    def __init__(self, objective: Objective, theta: torch.Tensor, precond: torch.Tensor, method: str = "reverse") -> None:
+    def __init__(self, objective: Objective, theta: torch.Tensor, precond: torch.Tensor,
+                 method: str = "reverse") -> None:
         super().__init__(objective, theta, method)
         precond = torch.as_tensor(precond, dtype=self.dtype, device=self.device).reshape(-1)
         if precond.numel() != self.dim:
@@ -108,15 +87,19 @@ def preconditioned_sharpness(objective: Objective, theta: torch.Tensor, precond:
 class PreconditionedSharpnessTracker:
     """Training callback: every ``every`` steps log ``lambda_1(P^{-1}H)`` of the run's Adam-type optimiser.
 
-    Logs ``precond_step``, ``precond_sharpness`` and ``precond_min`` / ``precond_max`` (range of ``P``)
-    into ``history.extra``. Use it with :func:`train.train` (``callbacks=[tracker]``).
+    A thin callback around THE tracker (:class:`~instabilities.curvature.tracker.SharpnessTracker`, Lanczos,
+    warm-started, with the preconditioner as an operator option). Logs ``precond_step``,
+    ``precond_sharpness`` and ``precond_min`` / ``precond_max`` (range of ``P``) into ``history.extra``.
+    Use it with :func:`train.train` (``callbacks=[tracker]``).
     """
 
     def __init__(self, every: int, tol: float = 1e-3, max_iter: int = 200) -> None:
+        from .tracker import SharpnessTracker
+
         if not (isinstance(every, int) and every > 0):
             raise ConfigError(f"every={every!r} must be a positive integer.")
         self.every, self.tol, self.max_iter = every, tol, max_iter
-        self._prev: torch.Tensor | None = None
+        self.tracker = SharpnessTracker(k=1, solver="lanczos", tol=tol, max_iter=max_iter)
 
     def __call__(self, ctx) -> None:
         if ctx.step % self.every:
@@ -124,9 +107,7 @@ class PreconditionedSharpnessTracker:
         P = optimizer_preconditioner(ctx.optimizer)
         if P is None:
             return
-        res = preconditioned_sharpness(ctx.problem.hessian_objective, ctx.theta, P, tol=self.tol,
-                                       max_iter=self.max_iter, v0=self._prev, seed=ctx.step)
-        self._prev = res.vectors
+        res = self.tracker(ctx.problem.hessian_objective, ctx.theta, seed=ctx.step, precond=P)
         ctx.history.log("precond_step", ctx.step)
         ctx.history.log("precond_sharpness", float(res.values[0]))
         ctx.history.log("precond_min", float(P.min()))

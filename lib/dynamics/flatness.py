@@ -169,3 +169,107 @@ def eta_sweep(theta0: tuple[float, float], etas: np.ndarray, y: float, steps: in
         "unstable_steps": np.array([int(np.nansum(r.unstable)) for r in runs]),
         "diverged": np.array([r.diverged for r in runs]),
     }
+
+
+# -- the flatness dynamical system of Wang & Roberts (2026, §5) ----------------------------------------
+#
+# X_t = log U_t is the log of a latent curvature state (the sharpness of the valley GD is in); during an
+# instability it moves by X_{t+1} = X_t + xi_t alpha(X_t) with random signs xi_t in {-1, +1} and a
+# nondecreasing step alpha > 0 (the recovered formulas of the paper). The functions below simulate it and
+# evaluate the bounds of our proofs in the chapter ``flatness_bias``: the potential
+# Phi(x) = int_0^x dz / alpha(z) turns the walk into one dominated by the simple random walk S_t.
+
+@dataclasses.dataclass(frozen=True)
+class SigmoidDrift:
+    """``alpha(x) = scale / (1 + exp(-beta x))`` (the drift of the paper's App. F.11 simulation, ``scale=1``).
+
+    Nondecreasing, ``0 < alpha < scale``; its potential ``Phi(x) = int_0^x dz / alpha(z)`` has the closed
+    form ``(x + (1 - exp(-beta x)) / beta) / scale``."""
+
+    beta: float = 5.0
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        require_positive("beta", self.beta)
+        require_positive("scale", self.scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return self.scale / (1.0 + np.exp(-self.beta * np.asarray(x, float)))
+
+    def potential(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, float)
+        with np.errstate(over="ignore"):
+            return (x + (1.0 - np.exp(-self.beta * x)) / self.beta) / self.scale
+
+    def inverse_potential(self, y: np.ndarray, lo: float = -60.0, hi: float = 200.0, iters: int = 200) -> np.ndarray:
+        """``Phi^{-1}(y)`` by bisection (``Phi`` is strictly increasing); values outside ``Phi([lo, hi])`` clip."""
+        y = np.asarray(y, float)
+        a, b = np.full_like(y, lo), np.full_like(y, hi)
+        for _ in range(iters):
+            m = 0.5 * (a + b)
+            below = self.potential(m) < y
+            a, b = np.where(below, m, a), np.where(below, b, m)
+        return 0.5 * (a + b)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearDrift:
+    """``alpha(x) = c1 x`` on ``x > 0`` (``0 < c1 < 1``): the walk is multiplicative,
+    ``X_{t+1} = X_t (1 + c1 xi_t)``, and the bounds of the strict-drift lemma hold with equality."""
+
+    c1: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.c1 < 1.0:
+            raise ConfigError(f"c1={self.c1!r} must lie in (0, 1) so that X stays positive.")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.c1 * np.asarray(x, float)
+
+    def potential(self, x: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(x, float)) / self.c1
+
+    def inverse_potential(self, y: np.ndarray) -> np.ndarray:
+        return np.exp(self.c1 * np.asarray(y, float))
+
+
+def simulate_log_curvature(alpha, x0: float, steps: int, n_paths: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Paths of ``X_{t+1} = X_t + xi_t alpha(X_t)`` with independent signs ``xi_t = +-1`` (probability 1/2).
+
+    Returns ``(X, S)``, both ``(n_paths, steps + 1)``: the states and the sign sums ``S_t = sum_{i<t} xi_i``."""
+    _finite("x0", x0)
+    require_positive_int("steps", steps)
+    require_positive_int("n_paths", n_paths)
+    rng = np.random.default_rng(seed)
+    xi = rng.choice(np.array([-1.0, 1.0]), size=(n_paths, steps))
+    X = np.empty((n_paths, steps + 1))
+    X[:, 0] = x0
+    for t in range(steps):
+        X[:, t + 1] = X[:, t] + xi[:, t] * alpha(X[:, t])
+    S = np.concatenate([np.zeros((n_paths, 1)), np.cumsum(xi, axis=1)], axis=1)
+    return X, S
+
+
+def two_step_outcomes(alpha, x: float) -> dict[str, float]:
+    """The four equally likely values of ``X_{t+2}`` from ``X_t = x`` (sign pairs ``++, +-, -+, --``)."""
+    a = float(alpha(np.asarray(x)))
+    up, down = x + a, x - a
+    return {"++": up + float(alpha(np.asarray(up))), "+-": up - float(alpha(np.asarray(up))),
+            "-+": down + float(alpha(np.asarray(down))), "--": down - float(alpha(np.asarray(down)))}
+
+
+def random_walk_quantile(t: np.ndarray, q: float) -> np.ndarray:
+    """The ``q``-quantile of the simple random walk ``S_t = 2 B - t``, ``B ~ Binomial(t, 1/2)`` (exact)."""
+    from scipy.stats import binom
+
+    if not 0.0 < q < 1.0:
+        raise ConfigError(f"q={q!r} must lie in (0, 1).")
+    t = np.asarray(t)
+    return 2.0 * binom.ppf(q, t, 0.5) - t
+
+
+def quantile_bound(drift, x0: float, t: np.ndarray, q: float) -> np.ndarray:
+    """Upper bound on the ``q``-quantile of ``X_t`` from a point mass at ``x0``: ``Phi^{-1}(Phi(x0) + s_q(t))``
+    with ``s_q(t)`` the ``q``-quantile of ``S_t`` (the domination ``Phi(X_t) <= Phi(x0) + S_t``)."""
+    return drift.inverse_potential(drift.potential(np.asarray(x0, float)) + random_walk_quantile(t, q))

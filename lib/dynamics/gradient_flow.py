@@ -19,8 +19,8 @@ from torch.func import grad
 
 from .. import curvature
 from ..config import ConfigError, require_positive, require_positive_int
+from ..losses import Objective
 
-Objective = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclasses.dataclass

@@ -518,3 +518,47 @@ def extrapolate_to_zero(etas: Sequence[float], values: Sequence[float], degree: 
         raise ConfigError(f"extrapolate_to_zero with degree={degree} needs values at >= {degree + 1} distinct "
                           "step sizes, one value per step size.")
     return float(np.polyfit(x, y, degree)[-1])
+
+
+# ----------------------------------------------------------------------------- stability of online SGD
+def online_sgd_threshold(batch_size: int = 1) -> float:
+    """Largest ``eta * lambda`` at which online SGD on a quadratic with Gaussian inputs is mean-square stable.
+
+    Along an eigen-direction of curvature ``lambda`` one step multiplies the error by ``1 - eta lambda xbar2``,
+    where ``xbar2`` is the batch mean of ``x^2`` with ``E[xbar2] = 1`` and ``E[xbar2^2] = 1 + 2/B`` (Gaussian
+    ``x``); the second moment contracts iff ``1 - 2 eta lambda + (1 + 2/B) (eta lambda)^2 < 1``, i.e.
+    ``eta lambda < 2 / (1 + 2/B)``: ``2/3`` for ``B = 1``, ``2`` (gradient descent) as ``B -> infinity`` (our
+    derivation; cf. the "edge of stochastic stability" of Andreyev & Beneventano, 2024).
+    """
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
+    return 2.0 / (1.0 + 2.0 / batch_size)
+
+
+def multiplicative_ar1(eta_lambda: float, steps: int, chains: int = 2000, batch_size: int = 1,
+                       noise_var: float = 1.0, eta: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Simulate ``z_{t+1} = (1 - eta lambda xbar2_t) z_t + eta xi_t`` (``xbar2``: batch mean of squared Gaussians,
+    ``E xi^2 = noise_var``) for many chains from ``z = 0``; returns the variance over chains at every step.
+
+    The stationary variance is ``eta^2 v / (2 eta lambda - (1 + 2/B) (eta lambda)^2)`` below
+    ``online_sgd_threshold(B)`` and infinite above it.
+    """
+    if not (isinstance(steps, int) and steps > 0 and isinstance(chains, int) and chains > 1):
+        raise ConfigError("steps must be a positive integer and chains an integer > 1.")
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
+    rng = np.random.default_rng(seed)
+    z = np.zeros(chains)
+    out = np.empty(steps)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps):
+            x2 = np.mean(rng.standard_normal((chains, batch_size)) ** 2, axis=1)
+            z = (1.0 - eta_lambda * x2) * z + eta * math.sqrt(noise_var) * rng.standard_normal(chains)
+            out[t] = np.var(z)
+    return out
+
+
+def ar1_stationary_variance(eta_lambda: float, eta: float = 0.1, noise_var: float = 1.0, batch_size: int = 1) -> float:
+    """``eta^2 v / (2 eta lambda - (1 + 2/B) (eta lambda)^2)``, ``inf`` at or above ``online_sgd_threshold(B)``."""
+    denom = 2.0 * eta_lambda - (1.0 + 2.0 / batch_size) * eta_lambda ** 2
+    return float(eta ** 2 * noise_var / denom) if denom > 0 else math.inf

@@ -135,3 +135,102 @@ def batch_curvature_stats(per_example_curv: np.ndarray | torch.Tensor, eta: floa
     a, s = float(h.mean()), float(h.std())
     return {"a": a, "s": s, "q": second_moment_factor(eta, a, s, batch_size, n),
             "s_max": max_nonuniformity(eta, a, batch_size, n), "eta_a": eta * a}
+
+
+# -- SGD and its SDE: one update, different example weights ----------------------------------------
+WEIGHTINGS = ("gd", "sgd", "sde")
+
+
+def example_weights(kind: str, batch_sizes: torch.Tensor, n: int, generator: torch.Generator,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Random example weights ``w`` (one row per member) with ``grad sum_i w_i l_i`` the step's gradient.
+
+    * ``gd``:  ``w_i = 1/n`` (the full-batch gradient);
+    * ``sgd``: ``w_i = 1[i in B]/b`` for a fresh batch ``B`` of ``b`` distinct examples (uniform,
+      without replacement; ``b`` per row from ``batch_sizes``);
+    * ``sde``: ``w_i = 1/n + sigma_b (z_i - mean(z))/sqrt(n)`` with ``z ~ N(0, I_n)`` and
+      ``sigma_b^2 = (n-b)/(b(n-1))``: Gaussian weights with **the same mean and covariance** as the
+      ``sgd`` weights, so the gradient noise ``sum_i (w_i - 1/n) grad l_i`` is Gaussian with exactly
+      SGD's covariance ``sigma_b^2 Cov_i(grad l_i)``. One step with these weights is the
+      Euler-Maruyama step (``dt = eta``) of the SDE that matches SGD's first two moments.
+    """
+    if kind not in WEIGHTINGS:
+        raise ConfigError(f"weighting {kind!r} unknown; choose one of {WEIGHTINGS}.")
+    b = torch.as_tensor(batch_sizes).reshape(-1)
+    P = b.numel()
+    if kind == "gd":
+        return torch.full((P, n), 1.0 / n, dtype=dtype)
+    if kind == "sgd":
+        ranks = torch.rand(P, n, generator=generator).argsort(1).argsort(1)
+        return (ranks < b[:, None]).to(dtype) / b[:, None].to(dtype)
+    z = torch.randn(P, n, generator=generator, dtype=dtype)
+    sigma = torch.sqrt((n - b.to(dtype)) / (b.to(dtype) * (n - 1)))
+    return 1.0 / n + sigma[:, None] * (z - z.mean(1, keepdim=True)) / math.sqrt(n)
+
+
+def weight_covariance(batch_size: int, n: int) -> np.ndarray:
+    """Covariance of the ``sgd`` (and ``sde``) weights: ``(n-b)/(b n (n-1)) (I - 11^T/n)`` (our derivation)."""
+    factor = batch_variance_factor(batch_size, n) / n
+    return factor * (np.eye(n) - np.full((n, n), 1.0 / n))
+
+
+def train_reweighted(per_example: Callable[[torch.Tensor], torch.Tensor], Theta0: torch.Tensor, eta: float,
+                     kinds: list[str], batch_sizes: list[int], max_steps: int, stop_loss: float, seed: int = 0,
+                     divergence_loss: float = 1e6) -> dict[str, np.ndarray]:
+    """GD, SGD and matched-noise SDE runs as one vmapped population: ``theta <- theta - eta grad sum_i w_i l_i``.
+
+    Row ``p`` of ``Theta0`` starts member ``p``, whose weights are of kind ``kinds[p]`` (see
+    :func:`example_weights`) with batch size ``batch_sizes[p]`` (ignored for ``gd``). The arms differ
+    only in the law of the weights, so the update is one line for all of them. A member stops once
+    its full-batch loss ``mean_i l_i`` is below ``stop_loss`` (or after ``max_steps``) and is marked
+    diverged when the loss is non-finite or above ``divergence_loss``. Returns ``theta`` (final
+    parameters, NaN rows for diverged members), ``train_loss`` (final), ``steps``, ``diverged``.
+    """
+    from torch.func import grad_and_value, vmap
+
+    _check_eta(eta)
+    P = Theta0.shape[0]
+    if len(kinds) != P or len(batch_sizes) != P:
+        raise ConfigError(f"kinds and batch_sizes need one entry per member ({P}); got {len(kinds)}, {len(batch_sizes)}.")
+    for k in kinds:
+        if k not in WEIGHTINGS:
+            raise ConfigError(f"weighting {k!r} unknown; choose one of {WEIGHTINGS}.")
+    n = int(per_example(Theta0[0]).numel())
+    for b in batch_sizes:
+        _check_batch(int(b), n)
+    dtype = Theta0.dtype
+    gen = torch.Generator().manual_seed(seed)
+    b_all = torch.as_tensor(batch_sizes)
+    def weighted(th: torch.Tensor, w: torch.Tensor):
+        losses = per_example(th)
+        return (w * losses).sum(), losses.mean()
+
+    step_fn = vmap(grad_and_value(weighted, has_aux=True))
+    Theta = Theta0.clone()
+    steps = np.full(P, max_steps, dtype=np.int64)
+    final_loss = np.full(P, np.nan)
+    diverged = np.zeros(P, dtype=bool)
+    alive = np.ones(P, dtype=bool)
+    for t in range(max_steps + 1):
+        rows = np.flatnonzero(alive)
+        W = torch.empty(rows.size, n, dtype=dtype)
+        for kind in set(kinds[r] for r in rows):
+            sel = [i for i, r in enumerate(rows) if kinds[r] == kind]
+            W[sel] = example_weights(kind, b_all[rows[sel]], n, gen, dtype)
+        idx = torch.as_tensor(rows)
+        G, (_, loss) = step_fn(Theta[idx], W)
+        loss_h = loss.detach().double().numpy()
+        final_loss[rows] = loss_h
+        bad = ~np.isfinite(loss_h) | (loss_h > divergence_loss)
+        done = ~bad & ((loss_h < stop_loss) | (t == max_steps))
+        diverged[rows[bad]] = True
+        steps[rows[bad | done]] = t
+        keep = ~bad & ~done
+        alive[rows[~keep]] = False
+        if not keep.any():
+            break
+        k = torch.as_tensor(np.flatnonzero(keep))
+        Theta[idx[k]] = (Theta[idx[k]] - eta * G[k]).detach()
+    theta = Theta.detach().numpy().copy()
+    theta[diverged] = np.nan
+    return {"theta": theta, "train_loss": final_loss, "steps": steps, "diverged": diverged}

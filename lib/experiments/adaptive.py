@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import registry as experiments
+from .. import experiments  # register (registry) and checkpoint_path (reproduce)
+from .registry import Progress
 from ..config import (ConfigError, require_choice, require_in_range, require_nonnegative, require_positive,
                      require_positive_int)
 from .common import CHECKPOINT_EVERY, NetConfig
@@ -32,7 +33,6 @@ from ..population import sweep_groups, train_sweep
 from ..curvature.preconditioned import PreconditionedSharpnessTracker, adam_threshold
 from ..train import TrainConfig, build_problem, train
 
-Progress = Callable[[int, int], None]
 ADAPTIVE = ("adam", "rmsprop", "clipped_ada")
 
 

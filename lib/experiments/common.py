@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import registry as experiments
+from .. import experiments  # register (registry) and checkpoint_path (reproduce)
 from ..config import Config, ConfigError, require_choice, require_positive_int
 from ..data import DATASETS
 from ..losses import LOSSES

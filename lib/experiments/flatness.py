@@ -1,14 +1,19 @@
-"""Experiments of the chapters on rotational polarity and the flatness bias (Wang & Roberts, 2025).
+"""Experiments of the chapter on the flatness bias (Wang & Roberts, 2026, §5–6).
 
-* ``eigvec_rotation``: full-batch GD on a small tanh MLP at several step sizes; the top-``k`` Hessian
-  eigenvectors every ``eig_every`` steps; rotation between consecutive measurements (angle of the top
-  eigenvector, subspace similarity of the top ``k``), labelled by the phase ``eta S_t < 2`` or ``>= 2``.
-* ``flatness_goldilocks``: final sharpness, test accuracy and divergence across a range of step sizes
-  from stable to divergent, over several seeds, plus sharpness traces; all runs train as one vmapped
-  population.
+* ``gfs_descent``: the network counterpart of the flatness dynamical system. The deep linear network of
+  :mod:`instabilities.experiments.rpe` is trained by GD at several step sizes, each given as
+  ``eta_gfs = eta S_GFS(theta_0)``: the sharpness of the minimiser gradient flow would reach from the
+  start, in units of ``2 / eta``. Every ``gfs_every`` steps the gradient-flow solution (GFS) of the current
+  iterate is computed; its sharpness is the latent valley curvature ``U_t`` and ``X_t = log(eta U_t)``.
+  Also recorded: the distance between the GFS minimisers over time (which valley GD is in).
+* ``flatness_goldilocks``: the de-confounded flatness and generalization sweep. A tanh MLP trains by
+  full-batch GD at step sizes with ``eta S(theta_0) < 2`` until a common training loss ``stop_loss``
+  (not a fixed step budget), over several seeds, as one vmapped population; at the stopping point the
+  top Hessian eigenvalue (Lanczos) and the Hessian trace (Hutchinson) measure flatness, and the test
+  accuracy is taken on the full test split.
 
-The protocol (full batch, MSE, sharpness by Lanczos on the training set) is ours; the paper's exact
-protocol and numbers were not available to us.
+The protocols are ours; the paper's own settings (CIFAR-10, Fashion-MNIST, VGG/ResNet, §6.2) were not
+recovered beyond their names and need data this book does not ship.
 """
 from __future__ import annotations
 
@@ -16,193 +21,213 @@ import dataclasses
 
 import numpy as np
 import torch
+from torch.func import grad, hessian, vmap
 
 from .. import curvature
-
 from . import registry as experiments
-from ..config import ConfigError, require_positive, require_positive_int
+from ..config import Config, ConfigError, require_positive, require_positive_int
 from .common import NetConfig, run_population
+from .rpe import EpisodeConfig, gfs_sharpness
 from ..population import population_configs
-from ..train import TrainConfig, train
+from ..train import build_problem
 
+
+# -- the flatness dynamical system on a network --------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class GdSweepConfig(NetConfig):
-    """The part shared by both experiments: the network (:class:`~instabilities.exp_common.NetConfig`),
-    increasing step sizes ``etas``, ``steps`` of full-batch GD and the Lanczos settings."""
+class GfsDescentConfig(EpisodeConfig):
+    """The deep linear problem of :class:`~instabilities.experiments.rpe.EpisodeConfig`; GD at every
+    ``eta_gfs`` in ``eta_gfs_values`` (``eta = eta_gfs / S_GFS(theta_0)`` per seed) for ``steps`` steps."""
 
-    etas: tuple[float, ...] = (0.1, 0.5)
-    steps: int = 300
-    eig_tol: float = 1e-3
-    eig_max_iter: int = 120
+    eta_gfs_values: tuple[float, ...] = (1.6, 2.2, 2.5, 2.8)
+    steps: int = 150
+    gfs_every: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 
     def validate(self) -> None:
         super().validate()
-        require_positive_int("steps", self.steps)
+        if not self.eta_gfs_values:
+            raise ConfigError("eta_gfs_values is empty; list the step sizes in units of 2/S_GFS, e.g. (1.6, 2.5).")
+        for v in self.eta_gfs_values:
+            require_positive("eta_gfs (each entry of eta_gfs_values)", v)
+        if self.steps % self.gfs_every:
+            raise ConfigError(f"steps={self.steps} must be a multiple of gfs_every={self.gfs_every}.")
+
+
+def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
+    """Arrays ``(n_values, n_seeds, n_points)``: ``gfs`` (GFS sharpness), ``x`` (``log(eta gfs)``),
+    ``basin_distance`` (distance of the GFS minimiser from the first one), ``loss``; ``eta`` and
+    ``eta_s0`` are ``(n_values, n_seeds)``; ``step`` the measured steps."""
+    if device != "cpu":
+        raise ConfigError("gfs_descent is a small CPU experiment; run it with device='cpu'.")
+    net = cfg.problem()
+    Theta0 = net.init(cfg.seeds, cfg.layer_scales)
+    S0 = torch.linalg.eigvalsh(vmap(hessian(net.loss))(Theta0))[:, -1]
+    gfs0 = torch.as_tensor(gfs_sharpness(net, Theta0, cfg.gfs_step, cfg.gfs_iters)[0])
+    V, n = len(cfg.eta_gfs_values), len(cfg.seeds)
+    eta = torch.as_tensor(cfg.eta_gfs_values, dtype=torch.float64)[:, None] / gfs0[None, :]  # (V, n)
+    if bool((eta * S0 >= 2.0).any()):
+        raise ConfigError(f"eta S(theta_0) = {(eta * S0).max():.2f} >= 2 for some run: it would start with a "
+                          "catapult; lower the largest eta_gfs.")
+    Theta = Theta0.repeat(V, 1)
+    h = eta.reshape(-1, 1)
+    g = vmap(grad(net.loss))
+    idx = np.arange(0, cfg.steps + 1, cfg.gfs_every)
+    snaps = []
+    for t in range(cfg.steps + 1):
+        if t % cfg.gfs_every == 0:
+            snaps.append(Theta.clone())
+        if t == cfg.steps:
+            break
+        Theta = Theta - h * g(Theta)
+        if progress:
+            progress(t + 1, cfg.steps + 1)
+    P = torch.stack(snaps, 1)  # (V n, points, dim)
+    X = P.reshape(-1, net.n_params)
+    for _ in range(cfg.gfs_iters):
+        X = X - cfg.gfs_step * g(X)
+    gfs = torch.linalg.eigvalsh(vmap(hessian(net.loss))(X))[:, -1].reshape(V, n, len(idx)).numpy()
+    mins = X.reshape(V, n, len(idx), -1)
+    out = {"gfs": gfs, "x": np.log(eta.numpy()[:, :, None] * gfs),
+           "basin_distance": (mins - mins[:, :, :1]).norm(dim=-1).numpy(),
+           "loss": vmap(net.loss)(P.reshape(-1, net.n_params)).reshape(V, n, len(idx)).numpy(),
+           "gfs_loss": vmap(net.loss)(X).reshape(V, n, len(idx)).numpy(),
+           "eta": eta.numpy(), "eta_s0": (eta * S0[None, :]).numpy(), "step": idx,
+           "eta_gfs_values": np.asarray(cfg.eta_gfs_values, float), "seeds": np.asarray(cfg.seeds)}
+    return out
+
+
+def seed_quantiles(x: np.ndarray, qs: tuple[float, ...] = (0.5, 0.8)) -> dict[float, np.ndarray]:
+    """Quantiles over the seed axis (axis ``-2``) of ``(..., n_seeds, n_points)`` arrays: ``{q: (..., n_points)}``."""
+    return {q: np.quantile(x, q, axis=-2) for q in qs}
+
+
+# -- de-confounded flatness and generalization ----------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class GoldilocksConfig(NetConfig):
+    """Full-batch GD at every step size in ``etas`` and seed in ``seeds`` until the training loss is below
+    ``stop_loss`` (at most ``max_steps``); sharpness every ``trace_every`` steps; at the end the top
+    eigenvalue (Lanczos to ``eig_tol``) and the Hutchinson trace (``trace_samples`` probes)."""
+
+    etas: tuple[float, ...] = (0.1, 0.2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    stop_loss: float = 0.05
+    max_steps: int = 2000
+    trace_every: int = 50
+    eig_tol: float = 1e-3
+    eig_max_iter: int = 120
+    trace_samples: int = 30
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("max_steps", "trace_every", "eig_max_iter", "trace_samples"):
+            require_positive_int(name, getattr(self, name))
+        require_positive("stop_loss", self.stop_loss)
         require_positive("eig_tol", self.eig_tol)
-        require_positive_int("eig_max_iter", self.eig_max_iter)
         if not self.etas:
             raise ConfigError("etas is empty; list the step sizes to sweep, e.g. etas=(0.1, 0.5).")
         for e in self.etas:
             require_positive("eta (each entry of etas)", e)
         if list(self.etas) != sorted(self.etas):
             raise ConfigError(f"etas={self.etas} must be increasing; sort them.")
-
-    def gd_config(self, eta: float, seed: int, **kw) -> TrainConfig:
-        """The full-batch GD run at step size ``eta`` from initialisation ``seed``; ``kw`` adds tracking etc."""
-        return self.train_config(optimizer="gd", lr=float(eta), steps=self.steps, seed=seed, eig_tol=self.eig_tol,
-                                 eig_max_iter=self.eig_max_iter, **kw)
-
-
-# -- eigenvector rotation ----------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class RotationConfig(GdSweepConfig):
-    """GD at each of ``etas``; top-``k`` eigenvectors every ``eig_every`` steps."""
-
-    k: int = 3
-    eig_every: int = 10
-    seed: int = 0
-
-    def validate(self) -> None:
-        super().validate()
-        require_positive_int("k", self.k)
-        require_positive_int("eig_every", self.eig_every)
-        if self.eig_every >= self.steps:
-            raise ConfigError(f"eig_every={self.eig_every} >= steps={self.steps} gives fewer than two "
-                              "measurements; lower eig_every or raise steps.")
-
-
-def rotation_between(vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For eigenvector blocks ``vecs[m]`` (``P x k``): angle (degrees) of the top eigenvector and top-``k``
-    subspace similarity between consecutive measurements ``m`` and ``m + 1``."""
-    vecs = np.asarray(vecs)
-    if vecs.ndim != 3 or len(vecs) < 2:
-        raise ConfigError("rotation_between needs an array (measurements >= 2, P, k) of eigenvectors.")
-    angles, sims = [], []
-    for a, b in zip(vecs[:-1], vecs[1:]):
-        A, B = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-        angles.append(curvature.vector_angle(A[:, 0], B[:, 0]))
-        sims.append(curvature.subspace_similarity(A, B))
-    return np.asarray(angles), np.asarray(sims)
-
-
-def run_eigvec_rotation(cfg: RotationConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Arrays of shape ``(n_eta, n_measurements)`` (``nan`` after a divergence); see the module docstring."""
-    n_meas = cfg.steps // cfg.eig_every + 1
-    n = len(cfg.etas)
-    out = {k: np.full((n, n_meas), np.nan) for k in ("eig_step", "sharpness", "eta_sharpness")}
-    out.update({k: np.full((n, n_meas - 1), np.nan) for k in ("top_angle_deg", "subspace_sim")})
-    out["train_loss"] = np.full((n, cfg.steps + 1), np.nan)
-    out["diverged"] = np.zeros(n, bool)
-    for i, eta in enumerate(cfg.etas):
-        step_progress = (lambda s, t, i=i: progress(i * cfg.steps + s, n * cfg.steps)) if progress else None
-        h = train(cfg.gd_config(eta, cfg.seed, eig_every=cfg.eig_every, n_eigs=cfg.k, store_eigvecs=True,
-                                device=device), progress=step_progress)
-        m = len(h.eig_step)
-        out["eig_step"][i, :m] = h.eig_step
-        out["sharpness"][i, :m] = h.sharpness
-        out["eta_sharpness"][i, :m] = eta * h.sharpness
-        out["train_loss"][i, :len(h.train_loss)] = h.train_loss
-        out["diverged"][i] = h.diverged
-        if m >= 2:
-            ang, sim = rotation_between(np.stack(h.eigvecs))
-            out["top_angle_deg"][i, :m - 1] = ang
-            out["subspace_sim"][i, :m - 1] = sim
-    out["etas"] = np.asarray(cfg.etas, float)
-    return out
-
-
-def rotation_by_phase(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean top-eigenvector angle and mean ``1 - sim`` per step size, split by the phase at the start of
-    each interval: stable (``eta S_t < 2``) and unstable (``eta S_t >= 2``); ``nan`` where a phase is absent."""
-    etaS = res["eta_sharpness"][:, :-1]
-    out: dict[str, np.ndarray] = {"etas": res["etas"]}
-    for name, mask in (("stable", etaS < 2.0), ("unstable", etaS >= 2.0)):
-        ok = mask & np.isfinite(res["top_angle_deg"])
-        cnt = ok.sum(1)
-        with np.errstate(invalid="ignore"):
-            out[f"angle_{name}"] = np.where(cnt > 0, np.where(ok, res["top_angle_deg"], 0).sum(1) / np.maximum(cnt, 1), np.nan)
-            out[f"dissim_{name}"] = np.where(cnt > 0, np.where(ok, 1 - res["subspace_sim"], 0).sum(1) / np.maximum(cnt, 1), np.nan)
-        out[f"count_{name}"] = cnt
-    return out
-
-
-# -- Goldilocks sweep ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class GoldilocksConfig(GdSweepConfig):
-    """GD for ``steps`` steps at each step size and seed; sharpness every ``trace_every`` steps."""
-
-    seeds: tuple[int, ...] = (0, 1, 2)
-    trace_every: int = 50
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.seeds:
-            raise ConfigError("seeds is empty; give at least one seed, e.g. seeds=(0, 1, 2).")
-        require_positive_int("trace_every", self.trace_every)
-        if self.steps % self.trace_every:
-            raise ConfigError(f"steps={self.steps} must be a multiple of trace_every={self.trace_every} so that "
-                              "the final sharpness is measured at the last step.")
+        if len(self.seeds) < 2:
+            raise ConfigError("give at least two seeds (intervals need them), e.g. seeds=(0, 1, 2, 3, 4).")
+        if self.max_steps % self.trace_every:
+            raise ConfigError(f"max_steps={self.max_steps} must be a multiple of trace_every={self.trace_every}.")
 
 
 def run_flatness_goldilocks(cfg: GoldilocksConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Final sharpness / test accuracy / train loss per (eta, seed), divergence flags and sharpness traces.
+    """Per (eta, seed): steps to reach ``stop_loss``, final loss, final top eigenvalue and Hutchinson trace,
+    test accuracy (full test split), initial ``eta S(theta_0)``, divergence; sharpness traces.
 
     All ``len(etas) x len(seeds)`` runs train as one vmapped population (:mod:`instabilities.population`);
-    at scale ``full`` it checkpoints and resumes (:func:`instabilities.exp_common.run_population`).
-    """
+    at scale ``full`` it checkpoints and resumes (:func:`instabilities.experiments.common.run_population`)."""
     n, s = len(cfg.etas), len(cfg.seeds)
-    configs = population_configs(cfg.gd_config(cfg.etas[0], cfg.seeds[0], eig_every=cfg.trace_every, n_eigs=1,
-                                               device=device), lrs=cfg.etas, seeds=cfg.seeds)
-    pop = run_population(configs, progress=progress, name="flatness_goldilocks", cfg=cfg)
+    base = cfg.train_config(optimizer="gd", lr=float(cfg.etas[0]), steps=cfg.max_steps, seed=cfg.seeds[0],
+                            eig_every=cfg.trace_every, n_eigs=1, eig_tol=cfg.eig_tol, eig_max_iter=cfg.eig_max_iter,
+                            stop_loss=cfg.stop_loss, device=device)
+    configs = population_configs(base, etas=cfg.etas, seeds=cfg.seeds)
+    pop = run_population(configs, progress=progress, name="flatness_goldilocks", cfg=cfg, keep_theta=True)
+    prob = build_problem(base)
+    obj = prob.objective
+    lam, tr, acc, floss = (np.full(len(configs), np.nan) for _ in range(4))
+    for m in range(len(configs)):
+        if pop.diverged[m]:
+            continue
+        theta = torch.as_tensor(pop.theta[m], dtype=prob.flat.theta0.dtype)
+        eig = curvature.top_eigenpairs(obj, theta, k=1, tol=cfg.eig_tol, max_iter=cfg.eig_max_iter, seed=m)
+        lam[m] = float(eig.values[0])
+        tr[m] = curvature.hutchinson_trace(obj, theta, n_samples=cfg.trace_samples, seed=m).estimate
+        with torch.no_grad():
+            out = prob.flat(theta, prob.data.x_test)
+            acc[m] = float((out.argmax(-1) == prob.data.y_test).double().mean())
+            floss[m] = float(obj(theta))
 
     def grid(a: np.ndarray) -> np.ndarray:  # members are seed-major (eta varies fastest) -> (eta, seed, ...)
         a = np.asarray(a)
         return np.swapaxes(a.reshape((s, n) + a.shape[1:]), 0, 1)
 
     trace = grid(pop.sharpness)
-    diverged = grid(pop.diverged)
-    out = {"sharpness_trace": trace, "initial_sharpness": trace[:, :, 0], "diverged": diverged,
-           "diverged_step": grid(pop.diverged_step), "trace_step": np.arange(trace.shape[-1]) * cfg.trace_every}
-    for key, value in (("final_sharpness", trace[:, :, -1]), ("test_acc", grid(pop.test_acc)),
-                       ("train_acc", grid(pop.train_acc)[:, :, -1]), ("train_loss", grid(pop.train_loss)[:, :, -1])):
-        out[key] = np.where(diverged, np.nan, value)
-    out["etas"] = np.asarray(cfg.etas, float)
-    out["seeds"] = np.asarray(cfg.seeds)
+    etas = np.asarray(cfg.etas, float)
+    stopped = grid(pop.stopped_step)
+    return {"etas": etas, "seeds": np.asarray(cfg.seeds), "sharpness_trace": trace,
+            "trace_step": np.arange(trace.shape[-1]) * cfg.trace_every, "eta_s0": etas[:, None] * trace[:, :, 0],
+            "final_sharpness": grid(lam), "hessian_trace": grid(tr), "test_acc": grid(acc),
+            "final_loss": grid(floss), "steps_to_loss": np.where(stopped >= 0, stopped, -1),
+            "reached": stopped >= 0, "diverged": grid(pop.diverged), "n_test": np.asarray(len(prob.data.y_test))}
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t interval ``(mean, lo, hi)`` over the finite entries of ``values``."""
+    from scipy.stats import t as student_t
+
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return (float(v.mean()) if len(v) else float("nan")), float("nan"), float("nan")
+    m = float(v.mean())
+    half = float(student_t.ppf(0.5 + level / 2, len(v) - 1)) * float(v.std(ddof=1)) / np.sqrt(len(v))
+    return m, m - half, m + half
+
+
+def summarize_goldilocks(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per step size: mean and 95 % t-interval over seeds of the final sharpness, Hessian trace, test
+    accuracy and steps to the common loss; the fraction of runs that reached the loss or diverged."""
+    out: dict[str, np.ndarray] = {"etas": res["etas"], "reached_fraction": res["reached"].mean(1),
+                                  "diverged_fraction": res["diverged"].mean(1)}
+    for key in ("final_sharpness", "hessian_trace", "test_acc", "steps_to_loss", "eta_s0"):
+        v = np.where(res["reached"], res[key], np.nan) if key != "eta_s0" else res[key]
+        stats = np.array([t_interval(row) for row in v])
+        out[f"{key}_mean"], out[f"{key}_lo"], out[f"{key}_hi"] = stats.T
     return out
 
 
-def summarise_goldilocks(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean and standard deviation over the seeds that did not diverge, and the fraction that diverged."""
-    out: dict[str, np.ndarray] = {"etas": res["etas"], "diverged_fraction": res["diverged"].mean(1)}
-    for key in ("final_sharpness", "test_acc", "train_loss"):
-        v = res[key]
-        ok = np.isfinite(v)
-        cnt = ok.sum(1)
-        mean = np.where(cnt > 0, np.where(ok, v, 0).sum(1) / np.maximum(cnt, 1), np.nan)
-        var = np.where(cnt > 0, np.where(ok, (v - mean[:, None]) ** 2, 0).sum(1) / np.maximum(cnt, 1), np.nan)
-        out[f"{key}_mean"], out[f"{key}_std"] = mean, np.sqrt(var)
-    return out
+def paired_difference(res: dict[str, np.ndarray], key: str, i: int, j: int) -> tuple[float, float, float]:
+    """``key`` at step size ``etas[j]`` minus at ``etas[i]``, paired by seed (same initialisation): mean and
+    95 % t-interval over the seeds where both runs reached the common loss."""
+    both = res["reached"][i] & res["reached"][j]
+    return t_interval(res[key][j][both] - res[key][i][both])
 
 
 # -- registration -------------------------------------------------------------------------------------
 
-_ROT_CI = RotationConfig(scale="ci", dataset="digits", n_train=300, n_test=297, widths=(32, 32),
-                         etas=(0.05, 0.2, 0.5, 1.0), steps=200, k=3, eig_every=20)
-_ROT_FULL = RotationConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(200, 200),
-                           etas=(0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8), steps=5000, k=5, eig_every=25,
-                           eig_tol=1e-4, eig_max_iter=300)
-_GOLD_CI = GoldilocksConfig(scale="ci", dataset="digits", n_train=300, n_test=297, widths=(32, 32),
-                            etas=(0.1, 0.3, 0.6, 1.0, 1.4, 1.8), seeds=(0, 1, 2), steps=200, trace_every=50)
+_GFS_CI = GfsDescentConfig(scale="ci")
+_GFS_FULL = GfsDescentConfig(scale="full", eta_gfs_values=(1.6, 1.9, 2.2, 2.5, 2.8, 3.1), steps=400, gfs_every=2,
+                             gfs_iters=3000, gfs_step=0.01, seeds=tuple(range(20)))
+_GOLD_CI = GoldilocksConfig(scale="ci", dataset="digits", n_train=1500, n_test=297, widths=(32, 32),
+                            etas=(0.1, 0.25, 0.4, 0.6), seeds=(0, 1, 2, 3, 4), stop_loss=0.05, max_steps=1500,
+                            trace_every=50)
 _GOLD_FULL = GoldilocksConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(200, 200),
-                              etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.0, 1.5),
-                              seeds=(0, 1, 2, 3, 4), steps=10000, trace_every=200, eig_tol=1e-4, eig_max_iter=300)
+                              etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2), seeds=tuple(range(10)),
+                              stop_loss=0.02, max_steps=100000, trace_every=500, eig_tol=1e-4, eig_max_iter=300,
+                              trace_samples=100)
 
-experiments.register("eigvec_rotation", chapter="rotational_polarity",
-                     description="Rotation of the top-k Hessian eigenvectors vs step size, stable vs unstable phases",
-                     configs={"ci": _ROT_CI, "full": _ROT_FULL}, run=run_eigvec_rotation)
+experiments.register("gfs_descent", chapter="flatness_bias",
+                     description="Deep linear net: log-sharpness of the gradient-flow solution across seeds and "
+                                 "step sizes (the network counterpart of X_t), and the valley GD is in",
+                     configs={"ci": _GFS_CI, "full": _GFS_FULL}, run=run_gfs_descent)
 experiments.register("flatness_goldilocks", chapter="flatness_bias",
-                     description="Final sharpness and test accuracy vs step size (stable -> unstable -> divergent), seeds",
+                     description="GD to a common training loss at step sizes with eta S(theta_0) < 2: top eigenvalue, "
+                                 "Hutchinson trace and test accuracy (full test split) over seeds",
                      configs={"ci": _GOLD_CI, "full": _GOLD_FULL}, run=run_flatness_goldilocks, resumable=True)

@@ -1,6 +1,6 @@
 """The learning-rate sweep as one batched population, timed against a Python loop of separate runs.
 
-``population_sweep`` trains ``len(lrs)`` full-batch GD runs of one MLP (same data, same
+``population_sweep`` trains ``len(etas)`` full-batch GD runs of one MLP (same data, same
 initialisation) twice: as a loop of :func:`instabilities.train.train` calls (on all members, or on an
 evenly spaced subset whose time is extrapolated linearly to all members) and as one
 :func:`instabilities.population.train_population` call. Neither timed variant tracks curvature, as in
@@ -30,9 +30,9 @@ from ..train import TrainConfig, build_problem, train
 
 @dataclasses.dataclass(frozen=True)
 class PopulationSweepConfig(Config):
-    """Full-batch GD at every step size in ``lrs`` on one MLP; ``loop_members=0`` times the loop on all."""
+    """Full-batch GD at every step size in ``etas`` on one MLP; ``loop_members=0`` times the loop on all."""
 
-    lrs: tuple[float, ...] = (0.1, 1.0)
+    etas: tuple[float, ...] = (0.1, 1.0)
     steps: int = 200
     dataset: str = "mnist1d"
     n_train: int = 1000
@@ -47,9 +47,9 @@ class PopulationSweepConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.lrs) == 0 or any(not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0)
-                                     for v in self.lrs):
-            raise ConfigError(f"lrs={self.lrs!r} must be a non-empty tuple of finite step sizes > 0.")
+        if len(self.etas) == 0 or any(not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0)
+                                      for v in self.etas):
+            raise ConfigError(f"etas={self.etas!r} must be a non-empty tuple of finite step sizes > 0.")
         require_positive_int("steps", self.steps)
         require_positive_int("n_train", self.n_train)
         require_positive_int("eig_max_iter", self.eig_max_iter)
@@ -58,16 +58,16 @@ class PopulationSweepConfig(Config):
         require_choice("loss", self.loss, LOSSES)
         require_choice("dtype", self.dtype, ("float32", "float64"))
         require_nonnegative("loop_members", self.loop_members)
-        if not isinstance(self.loop_members, int) or self.loop_members > len(self.lrs):
+        if not isinstance(self.loop_members, int) or self.loop_members > len(self.etas):
             raise ConfigError(f"loop_members={self.loop_members!r} must be an integer between 0 (all members) "
-                              f"and len(lrs)={len(self.lrs)}.")
+                              f"and len(etas)={len(self.etas)}.")
         ModelSpec(widths=tuple(self.widths), activation=self.activation)  # raises ConfigError on bad widths
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
-        """The shared :class:`TrainConfig` of every member (``lr`` is replaced per member)."""
+        """The shared :class:`TrainConfig` of every member (``lr`` is replaced by each member's ``eta``)."""
         return TrainConfig(dataset=self.dataset, n_train=self.n_train, n_test=100, data_seed=0,
                            model=ModelSpec(widths=tuple(self.widths), activation=self.activation), loss=self.loss,
-                           optimizer="gd", lr=float(self.lrs[0]), steps=self.steps, seed=self.seed,
+                           optimizer="gd", lr=float(self.etas[0]), steps=self.steps, seed=self.seed,
                            eig_tol=self.eig_tol, eig_max_iter=self.eig_max_iter, device=device, dtype=self.dtype)
 
 
@@ -87,13 +87,13 @@ def run_population_sweep(cfg: PopulationSweepConfig, device: str = "cpu", progre
     """Time the loop and the population on ``cfg``; return losses, sharpness, divergence and timings.
 
     ``loop_seconds`` is the loop's time for *all* members: measured when ``loop_members`` is 0, else the
-    measured time of the ``loop_index`` members times ``len(lrs) / len(loop_index)`` (see
+    measured time of the ``loop_index`` members times ``len(etas) / len(loop_index)`` (see
     ``loop_extrapolated``). ``max_rel_loss_diff`` compares the loop's and the population's loss curves
     of the looped members (largest relative difference over the whole run and over the first 10 steps).
     Diverged members have NaN ``final_loss``, ``final_sharpness`` and ``final_loss_abs_diff``.
     """
     base = cfg.train_config(device)
-    configs = population_configs(base, lrs=cfg.lrs)
+    configs = population_configs(base, etas=cfg.etas)
     prob = build_problem(base)
     P = len(configs)
     # warm-up (allocations, lazy imports, CUDA context) outside the timings
@@ -147,7 +147,7 @@ def run_population_sweep(cfg: PopulationSweepConfig, device: str = "cpu", progre
         final_diff.append(np.nan if pop.diverged[i] else abs(curve[-1] - _last_finite(pop.train_loss[i])))
     loop_seconds = loop_measured * P / len(idx)
     return {
-        "lrs": np.asarray(cfg.lrs, dtype=float),
+        "etas": np.asarray(cfg.etas, dtype=float),
         "step": pop.step,
         "train_loss": pop.train_loss,
         "final_loss": np.array([np.nan if d else _last_finite(row) for d, row in zip(pop.diverged, pop.train_loss)]),
@@ -175,8 +175,8 @@ def _last_finite(row: np.ndarray) -> float:
     return float(row[finite[-1]]) if finite.size else float("nan")
 
 
-LRS_CI = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 8), 6))
-LRS_FULL = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 64), 6))
+ETAS_CI = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 8), 6))
+ETAS_FULL = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 64), 6))
 
 experiments.register(
     "population_sweep", chapter="full_scale",
@@ -185,7 +185,7 @@ experiments.register(
                  "agreement, final sharpness per step size. ci: 8 step sizes x 200 steps of a 2x32 MLP, loop "
                  "timed on all 8; full: the GPU issue's 64 step sizes x 1000 steps, loop timed on all 64 "
                  "(measured, not extrapolated)."),
-    configs={"ci": PopulationSweepConfig(scale="ci", lrs=LRS_CI, steps=200, widths=(32, 32), eig_max_iter=60),
-             "full": PopulationSweepConfig(scale="full", lrs=LRS_FULL, steps=1000, widths=(100, 100),
+    configs={"ci": PopulationSweepConfig(scale="ci", etas=ETAS_CI, steps=200, widths=(32, 32), eig_max_iter=60),
+             "full": PopulationSweepConfig(scale="full", etas=ETAS_FULL, steps=1000, widths=(100, 100),
                                            eig_max_iter=100)},
     run=run_population_sweep)

@@ -7,32 +7,50 @@ arrays. Chapters call::
     cfg = experiments.config("eos_sweep", "ci")
     res = experiments.run("eos_sweep", cfg)             # computed now (CI always recomputes ci)
     full = experiments.stored("eos_sweep")              # results/full/eos_sweep.npz, checked
-    print(full.banner())                                # current / STALE / missing, with provenance
+    print(full.banner())                                # current / STALE / missing / CORRUPT, with provenance
 
-and ``python -m instabilities run eos_sweep --scale full --device cuda`` writes the stored file.
-Experiment modules register themselves with :func:`register`; :data:`MODULES` lists the modules
-imported on first use of the registry.
+and ``python -m instabilities run eos_sweep --scale full --device cuda`` writes the stored file
+(:mod:`.reproduce`). Experiment modules register themselves with :func:`register`; :data:`MODULES`
+lists the modules imported on first use of the registry.
+
+A stored result is current when its config hash *and* its experiment's code identity match:
+the explicit ``revision`` given to :func:`register` (bump it when a run's meaning changes in a way
+the code cannot show, e.g. new data) and the :func:`~.fingerprint.code_fingerprint` of the run
+function and the package code it reaches (so editing what a run computes marks its result STALE,
+while comments, docstrings and formatting do not).
 """
+
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
-import time
-from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from ..config import Config, ConfigError, SCALES
-from ..results import StoredResult, load_stored, provenance, results_dir, save_result
+from ..config import SCALES, Config, ConfigError
+from ..results import StoredResult, load_stored
+from .fingerprint import code_fingerprint
 
 Progress = Callable[[int, int], None]
 RunFn = Callable[[Any, str, "Progress | None"], dict[str, np.ndarray]]
 
 # Modules that define experiments (imported lazily so that `import instabilities` stays light).
 # A listed module that does not exist (yet) is skipped; tests/test_experiments.py checks the registry.
-MODULES: list[str] = ["classical", "eos", "flatness", "sgd", "adaptive", "label_noise", "full_scale"]
+MODULES: list[str] = [
+    "classical",
+    "eos",
+    "catapults",
+    "flatness",
+    "rpe",
+    "sgd",
+    "adaptive",
+    "label_noise",
+    "full_scale",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +61,31 @@ class Experiment:
     configs: dict[str, Config]
     run: RunFn
     resumable: bool = False  # True when run() checkpoints internally
+    revision: int = 0  # bumped by hand when what run() computes changes in a way the code does not show
+
+    @functools.cached_property
+    def code_fingerprint(self) -> str:
+        """Hash of the run function's normalized source and of the package code it reaches (cached)."""
+        return code_fingerprint(self.run)
+
+    def code_identity(self) -> dict[str, Any]:
+        """What, besides the config, a stored result must match to be current (recorded in its provenance)."""
+        return {"revision": self.revision, "code_fingerprint": self.code_fingerprint}
 
 
 _REGISTRY: dict[str, Experiment] = {}
 _loaded = False
 
 
-def register(name: str, chapter: str, description: str, configs: dict[str, Config], run: RunFn,
-             resumable: bool = False) -> Experiment:
+def register(
+    name: str,
+    chapter: str,
+    description: str,
+    configs: dict[str, Config],
+    run: RunFn,
+    resumable: bool = False,
+    revision: int = 0,
+) -> Experiment:
     """Add an experiment to the registry (called at import time by experiment modules)."""
     missing = [s for s in SCALES if s not in configs]
     if missing:
@@ -58,7 +93,9 @@ def register(name: str, chapter: str, description: str, configs: dict[str, Confi
     for scale, cfg in configs.items():
         if cfg.scale != scale:
             raise ConfigError(f"experiment {name!r}: the {scale!r} config has scale={cfg.scale!r}.")
-    exp = Experiment(name, chapter, description, dict(configs), run, resumable)
+    if not (isinstance(revision, int) and not isinstance(revision, bool) and revision >= 0):
+        raise ConfigError(f"experiment {name!r}: revision={revision!r} must be an integer >= 0.")
+    exp = Experiment(name, chapter, description, dict(configs), run, resumable, revision)
     _REGISTRY[name] = exp
     return exp
 
@@ -91,7 +128,9 @@ def config(name: str, scale: str = "ci") -> Config:
     return get(name).configs[scale]
 
 
-def run(name: str, cfg: Config | None = None, device: str = "cpu", progress: Progress | None = None) -> dict[str, np.ndarray]:
+def run(
+    name: str, cfg: Config | None = None, device: str = "cpu", progress: Progress | None = None
+) -> dict[str, np.ndarray]:
     """Run experiment ``name`` with ``cfg`` (default: its ci config) and return its arrays."""
     exp = get(name)
     cfg = cfg if cfg is not None else exp.configs["ci"]
@@ -99,151 +138,9 @@ def run(name: str, cfg: Config | None = None, device: str = "cpu", progress: Pro
 
 
 def stored(name: str, scale: str = "full") -> StoredResult:
-    """The stored result of ``name`` at ``scale``, checked against the current config."""
-    return load_stored(name, config(name, scale), scale)
+    """The stored result of ``name`` at ``scale``, checked against the current config and code.
 
-
-def run_and_store(name: str, scale: str = "full", device: str = "cpu", progress: Progress | None = None,
-                  force: bool = False) -> tuple[StoredResult, bool]:
-    """Run ``name`` at ``scale`` and store the result with provenance unless a current one exists.
-
-    Returns the stored result and whether it was (re)computed.
+    Never raises for a bad file: a missing, stale or corrupt result comes back not ``available``,
+    its ``banner()`` saying why.
     """
-    cfg = config(name, scale)
-    existing = load_stored(name, cfg, scale)
-    if existing.available and not force:
-        return existing, False
-    exp = get(name)
-    earlier = _earlier_attempts(name, cfg) if exp.resumable else {"seconds": 0.0, "parts": 0}
-    t0 = time.perf_counter()
-    try:
-        arrays = exp.run(cfg, device, progress)
-    except BaseException:
-        if exp.resumable:  # the time spent so far is part of the result's cost once it resumes and finishes
-            _record_attempt(name, cfg, earlier, time.perf_counter() - t0)
-        raise
-    wall = earlier["seconds"] + time.perf_counter() - t0
-    prov = provenance(cfg, device, wall_seconds=round(wall, 2),
-                      extra={"experiment": name, "scale": scale, "parts": earlier["parts"] + 1})
-    save_result(results_dir(scale) / f"{name}.npz", arrays, prov)
-    return load_stored(name, cfg, scale), True
-
-
-# -- reproduction helpers (used by ``python -m instabilities reproduce``) ----------------------
-LOCAL_DATASETS = {"cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
-                  "fashion_mnist": ("fashion-mnist", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"])}
-
-
-def _datasets_in(value: Any) -> set[str]:
-    """Every ``dataset`` field found anywhere in a (nested) config dictionary."""
-    found: set[str] = set()
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if k in ("dataset", "datasets") and isinstance(v, (str, list)):
-                found.update([v] if isinstance(v, str) else [x for x in v if isinstance(x, str)])
-            else:
-                found |= _datasets_in(v)
-    elif isinstance(value, list):
-        for v in value:
-            found |= _datasets_in(v)
-    return found
-
-
-def missing_data(cfg: Config) -> list[str]:
-    """Messages for datasets ``cfg`` needs that are not present locally (empty when all are there).
-
-    CIFAR-10 and Fashion-MNIST are never downloaded: they must sit under ``data.data_root()``.
-    """
-    from ..data import data_root
-
-    root = data_root()
-    out = []
-    for name in sorted(_datasets_in(cfg.to_dict())):
-        if name not in LOCAL_DATASETS:
-            continue
-        folder, files = LOCAL_DATASETS[name]
-        have = [(root / folder / f).exists() or (root / folder / (f + ".gz")).exists() for f in files]
-        if not all(have):
-            out.append(f"{name} not found under {root / folder} (needs {', '.join(files)}); put a local copy "
-                       f"there or set INSTABILITIES_DATA to the folder that contains {folder}/")
-    return out
-
-
-def checkpoint_dir(name: str, scale: str = "full") -> Path:
-    """Folder for the checkpoints of a long experiment (deleted once its result is stored).
-
-    ``$INSTABILITIES_RESULTS/checkpoints/<scale>/<name>`` when that variable is set, else
-    ``<repo>/checkpoints/<scale>/<name>`` (ignored by git).
-    """
-    import os
-
-    from ..results import REPO_ROOT
-
-    root = os.environ.get("INSTABILITIES_RESULTS")
-    base = Path(root) / "checkpoints" if root else REPO_ROOT / "checkpoints"
-    return base / scale / name
-
-
-def checkpoint_path(name: str, cfg: Config, part: str = "run") -> Path:
-    """Checkpoint file for one part of experiment ``name`` run with ``cfg`` (tied to its config hash).
-
-    A resumable experiment passes it to ``train.train(..., checkpoint_path=..., checkpoint_every=...)``
-    (one ``part`` per training run) and registers with ``resumable=True``; an interrupted
-    ``reproduce`` then continues inside the experiment instead of starting it again.
-    """
-    return checkpoint_dir(name, cfg.scale) / f"{part}-{cfg.config_hash()}.pt"
-
-
-def _attempts_file(name: str, cfg: Config) -> Path:
-    return checkpoint_dir(name, cfg.scale) / f"attempts-{cfg.config_hash()}.json"
-
-
-def _earlier_attempts(name: str, cfg: Config) -> dict[str, Any]:
-    """Seconds and number of earlier interrupted attempts of a resumable experiment with this config."""
-    import json
-
-    path = _attempts_file(name, cfg)
-    if not path.exists():
-        return {"seconds": 0.0, "parts": 0}
-    data = json.loads(path.read_text())
-    return {"seconds": float(data.get("seconds", 0.0)), "parts": int(data.get("parts", 0))}
-
-
-def _record_attempt(name: str, cfg: Config, earlier: dict[str, Any], seconds: float) -> None:
-    import json
-
-    from ..results import atomic_write_bytes
-
-    record = {"seconds": round(earlier["seconds"] + seconds, 2), "parts": earlier["parts"] + 1}
-    atomic_write_bytes(_attempts_file(name, cfg), json.dumps(record).encode())
-
-
-def clear_checkpoints(name: str, scale: str = "full") -> None:
-    """Remove the checkpoints of ``name`` (after its result has been stored)."""
-    import shutil
-
-    shutil.rmtree(checkpoint_dir(name, scale), ignore_errors=True)
-
-
-def plan(scale: str = "full", only: list[str] | None = None, force: bool = False) -> list[dict[str, Any]]:
-    """What ``reproduce`` would do: one row per experiment with ``action`` run / skip and the reason."""
-    rows = []
-    for name in (only or names()):
-        cfg = config(name, scale)
-        st = load_stored(name, cfg, scale)
-        missing = missing_data(cfg)
-        has_ckpt = checkpoint_dir(name, scale).exists() and any(checkpoint_dir(name, scale).iterdir())
-        if missing:
-            action, why = "skip", "data missing: " + "; ".join(missing)
-        elif st.available and not force:
-            action, why = "skip", "stored result is current"
-        else:
-            action = "run"
-            why = {"missing": "no stored result", "stale": "stored result is STALE (config changed)",
-                   "current": "forced"}[st.status]
-            if has_ckpt and get(name).resumable:
-                why += "; resumes from checkpoint"
-        rows.append({"name": name, "status": st.status, "action": action, "reason": why,
-                     "resumable": get(name).resumable, "config_hash": cfg.config_hash()})
-    return rows
+    return load_stored(name, config(name, scale), scale, code=get(name).code_identity())

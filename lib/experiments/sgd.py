@@ -24,7 +24,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import registry as experiments
+from .. import experiments  # register (registry) and checkpoint_path (reproduce)
+from .registry import Progress
 from ..config import ConfigError, require_positive, require_positive_int
 from .common import CHECKPOINT_EVERY, NetConfig
 from ..curvature import batched_top_eigenpairs
@@ -32,7 +33,6 @@ from ..population import sweep_groups, train_sweep
 from ..dynamics.sgd_stability import batch_curvature_stats, directional_curvatures, per_example_losses
 from ..train import Problem, TrainConfig, build_problem
 
-Progress = Callable[[int, int], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,12 +41,14 @@ class SGDSweepConfig(NetConfig):
 
     n_train: int = 256
     widths: tuple[int, ...] = (16, 16)
-    etas: tuple[float, ...] = (0.3, 1.0)
+    # eta S(theta_0) < 2 for both (S(theta_0) <= 3.2 over seeds 0-14), so the edge is reached by progressive
+    # sharpening; 0.6/64 = 0.15/16: the pair (0.6, b=64), (0.15, b=16) has the same noise temperature eta/b
+    etas: tuple[float, ...] = (0.15, 0.6)
     batch_sizes: tuple[int, ...] = (256, 64, 16)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     max_steps: int = 3000
     stop_loss: float = 0.05
-    eig_every: int = 200
+    eig_every: int = 50
     eig_tol: float = 1e-3
 
     def validate(self) -> None:
@@ -146,6 +148,26 @@ def run_sgd_batch_sweep(cfg: SGDSweepConfig, device: str = "cpu", progress: Prog
     return out
 
 
+def seed_interval(values: np.ndarray, axis: int = -1, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (axis ``axis``, finite entries only) and its Student-t interval ``(mean, lo, hi)``.
+
+    With ``k`` finite values the half-width is ``t_{k-1} s / sqrt(k)`` (``s``: sample standard deviation);
+    fewer than two values give a NaN interval.
+    """
+    from scipy.stats import t as student_t
+
+    if not 0 < level < 1:
+        raise ConfigError(f"level={level!r} must lie in (0, 1), e.g. 0.95.")
+    v = np.moveaxis(np.asarray(values, float), axis, -1)
+    ok = np.isfinite(v)
+    k = ok.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(k > 0, np.nansum(v, -1) / np.maximum(k, 1), np.nan)
+        sd = np.sqrt(np.nansum((v - mean[..., None]) ** 2 * ok, -1) / np.maximum(k - 1, 1))
+        half = np.where(k > 1, student_t.ppf(0.5 + level / 2, np.maximum(k - 1, 1)) * sd / np.sqrt(k), np.nan)
+    return mean, mean - half, mean + half
+
+
 def effect_sizes(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Sharpness reductions (seed means) relative to the stable full-batch baseline ``(eta_0, B = n)``.
 
@@ -160,7 +182,22 @@ def effect_sizes(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "both": base - S, "eta_at_batch": S[0:1, :] - S, "mean_sharpness": S}
 
 
-_FULL = dict(widths=(256, 256), etas=(0.02, 0.1, 0.5), seeds=(0, 1, 2, 3, 4), max_steps=100_000, stop_loss=0.02,
+def paired_effects(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str, tuple[np.ndarray, ...]]:
+    """:func:`effect_sizes` with Student-t intervals over seeds, pairing runs by seed (same initialization).
+
+    Each entry is ``(mean, lo, hi)``: ``instability[i]`` = S(eta_0, n) - S(eta_i, n), ``noise[j]`` =
+    S(eta_0, n) - S(eta_0, B_j), ``batch_drop[i, j]`` = S(eta_i, n) - S(eta_i, B_j) (the flattening by
+    batch size at step size ``eta_i``), ``sharpness[i, j]`` = the final sharpness itself.
+    """
+    S = res["sharpness"]
+    return {"instability": seed_interval(S[0:1, 0] - S[:, 0], level=level),
+            "noise": seed_interval(S[0, 0:1] - S[0, :], level=level),
+            "batch_drop": seed_interval(S[:, 0:1] - S, level=level),
+            "sharpness": seed_interval(S, level=level)}
+
+
+# mnist1d, widths (256, 256): S(theta_0) is about 8-9.5, so eta <= 0.15 keeps eta S(theta_0) < 2
+_FULL = dict(widths=(256, 256), etas=(0.02, 0.05, 0.15), seeds=(0, 1, 2, 3, 4), max_steps=100_000, stop_loss=0.02,
              eig_every=1000, eig_tol=1e-4)
 
 experiments.register(
@@ -183,3 +220,107 @@ experiments.register(
                                batch_sizes=(5120, 256, 64, 16), **_FULL),
     },
     run=functools.partial(run_sgd_batch_sweep, experiment="sgd_batch_sweep_cifar10"), resumable=True)
+
+
+# -- SGD against its matched SDE -------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SDEContrastConfig(NetConfig):
+    """GD, SGD and the matched-noise SDE (Euler-Maruyama, ``dt = eta``) at one step size ``eta``.
+
+    Per seed: one GD run, and for every ``b`` in ``batch_sizes`` one SGD and one SDE run whose
+    gradient noise has exactly SGD's covariance (:func:`~instabilities.dynamics.sgd_stability.example_weights`).
+    All runs start from the seed's initialization and stop at the same training loss ``stop_loss``.
+    """
+
+    n_train: int = 256
+    widths: tuple[int, ...] = (16, 16)
+    eta: float = 0.6
+    batch_sizes: tuple[int, ...] = (64, 16)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    max_steps: int = 3000
+    stop_loss: float = 0.05
+    eig_tol: float = 1e-3
+
+    def validate(self) -> None:
+        super().validate()
+        require_positive("eta", self.eta)
+        require_positive_int("max_steps", self.max_steps)
+        require_positive("stop_loss", self.stop_loss)
+        require_positive("eig_tol", self.eig_tol)
+        if not self.batch_sizes or not self.seeds:
+            raise ConfigError("batch_sizes and seeds must each list at least one value.")
+        for b in self.batch_sizes:
+            require_positive_int("batch size (in batch_sizes)", b)
+            if b >= self.n_train:
+                raise ConfigError(f"batch size {b} must be < n_train={self.n_train} (GD is always included).")
+
+    def arms(self) -> list[tuple[str, int]]:
+        """``(weighting, batch size)`` of every arm: GD first, then SGD and SDE for each batch size."""
+        return [("gd", self.n_train)] + [(k, b) for b in self.batch_sizes for k in ("sgd", "sde")]
+
+
+def run_sgd_sde_contrast(cfg: SDEContrastConfig, device: str = "cpu", progress: Progress | None = None
+                         ) -> dict[str, np.ndarray]:
+    """Final sharpness and test accuracy of GD, SGD and matched SDE; arrays of shape ``(n_arms, n_seeds)``."""
+    from ..dynamics.sgd_stability import train_reweighted
+
+    if device != "cpu":
+        raise ConfigError("sgd_sde_contrast runs on the CPU (device='cpu').")
+    arms = cfg.arms()
+    probs = [build_problem(cfg.train_config(optimizer="gd", lr=cfg.eta, seed=s)) for s in cfg.seeds]
+    prob = probs[0]
+    Theta0 = torch.stack([p.flat.theta0 for p in probs])
+    s0 = batched_top_eigenpairs(prob.objective, Theta0, 1, max_iter=200, tol=cfg.eig_tol).values[:, 0]
+    grid = [(a, k) for a in range(len(arms)) for k in range(len(cfg.seeds))]
+    per_ex = per_example_losses(prob.flat, prob.data.x_train, prob.train_targets, cfg.loss)
+    out = train_reweighted(per_ex, Theta0[[k for _, k in grid]], cfg.eta, [arms[a][0] for a, _ in grid],
+                           [arms[a][1] for a, _ in grid], cfg.max_steps, cfg.stop_loss, seed=cfg.seeds[0])
+    ok = ~out["diverged"]
+    Theta = torch.as_tensor(np.nan_to_num(out["theta"]), dtype=Theta0.dtype)
+    top = batched_top_eigenpairs(prob.objective, Theta, 1, max_iter=200, tol=cfg.eig_tol, active=torch.as_tensor(ok))
+    with torch.no_grad():
+        pred = torch.func.vmap(lambda th: prob.flat(th, prob.data.x_test))(Theta).argmax(-1)
+        acc = (pred == prob.data.y_test).double().mean(-1).numpy()
+    shape = (len(arms), len(cfg.seeds))
+    res = {"sharpness": np.where(ok, top.values[:, 0].double().numpy(), np.nan).reshape(shape),
+           "test_acc": np.where(ok, acc, np.nan).reshape(shape),
+           "steps": out["steps"].reshape(shape).astype(float), "train_loss": out["train_loss"].reshape(shape),
+           "diverged": out["diverged"].reshape(shape),
+           "sharpness_init": s0.double().numpy(), "kinds": np.asarray([a[0] for a in arms]),
+           "batch_sizes": np.asarray([a[1] for a in arms]), "eta": np.asarray(cfg.eta)}
+    if progress is not None:
+        progress(1, 1)
+    return res
+
+
+def sde_contrast_summary(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str, dict[int, tuple[np.ndarray, ...]]]:
+    """Per batch size ``b``: Student-t intervals (paired by seed) of SGD - SDE and of GD - SGD.
+
+    ``{"sharpness": {b: (mean, lo, hi)}, "test_acc": {...}, "gd_minus_sgd": {...}, "gd_minus_sde": {...}}``;
+    the last two are sharpness differences (the flattening that each kind of noise adds to GD's).
+    """
+    kinds, bs = list(res["kinds"]), list(res["batch_sizes"])
+    gd = kinds.index("gd")
+    out: dict[str, dict[int, tuple[np.ndarray, ...]]] = {k: {} for k in
+                                                          ("sharpness", "test_acc", "gd_minus_sgd", "gd_minus_sde")}
+    for b in sorted({int(b) for k, b in zip(kinds, bs) if k == "sgd"}, reverse=True):
+        i_sgd = next(i for i, (k, bb) in enumerate(zip(kinds, bs)) if k == "sgd" and bb == b)
+        i_sde = next(i for i, (k, bb) in enumerate(zip(kinds, bs)) if k == "sde" and bb == b)
+        for key in ("sharpness", "test_acc"):
+            out[key][b] = seed_interval(res[key][i_sgd] - res[key][i_sde], level=level)
+        out["gd_minus_sgd"][b] = seed_interval(res["sharpness"][gd] - res["sharpness"][i_sgd], level=level)
+        out["gd_minus_sde"][b] = seed_interval(res["sharpness"][gd] - res["sharpness"][i_sde], level=level)
+    return out
+
+
+experiments.register(
+    "sgd_sde_contrast", chapter="sgd_instabilities",
+    description="GD vs SGD vs the SDE with SGD's noise covariance (same eta, same noise scale, equal training loss): "
+                "final sharpness and test accuracy.",
+    configs={
+        "ci": SDEContrastConfig(scale="ci"),
+        "full": SDEContrastConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(256, 256),
+                                  eta=0.1, batch_sizes=(256, 64, 16), seeds=tuple(range(10)), max_steps=100_000,
+                                  stop_loss=0.02, eig_tol=1e-4),
+    },
+    run=run_sgd_sde_contrast)
