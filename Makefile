@@ -34,12 +34,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 book/_static/mathjax/tex-chtml.js:
 	bash scripts/fetch_mathjax.sh
 
-# Every chapter executed once, under nbval (the test of every chapter), two at a time; the executed
+# Every chapter executed once, under nbval (the test of every chapter), two at a time (a chapter that
+# already passed with today's inputs, per _build/executed/nbval.json, is not run again); the executed
 # notebooks go to the jupyter-cache that the website build reads (_build/.jupyter_cache) and the
 # results to _build/executed/nbval.json. A failing chapter does not stop `make book` here: the
 # website build then executes it itself and fails on it, and `make test` reports it.
 execute: setup
-	-bash scripts/execute_chapters.sh
+	-bash scripts/execute_chapters.sh --stale
 
 # The build log is kept for the website checks (tests/test_website.py asserts it has no WARNING).
 # execute_notebooks: cache - chapters executed by `make execute` are not executed again.
@@ -62,7 +63,7 @@ html-student: setup
 
 # JupyterLab on the chapters (after `make book` or `make setup`); the sliders are live there.
 lab: setup
-	$(BIN)/jupyter lab book/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) book/
 
 # Checks of the built website in headless Chromium (run `make book` first).
 test-website: setup

@@ -23,6 +23,9 @@ in Python floats), so they reproduce ``torch.optim.SGD`` and ``torch.optim.Adam`
   preconditioner from above, so every coordinate moves with an effective step ``>= lr / (clip + eps)``
   (our reconstruction of Wang & Roberts' Clipped-Ada, inferred from the authors' code; ``beta1 = 0``
   gives "RMS-UB").
+* ``clipped_ada_q``: ``clipped_ada`` with a linear step-size warm-up over ``round(5 / (1 - beta1))``
+  steps, the form the ``q^thresh`` sweep of the adaptive chapter uses (``clip = inf``-like values give
+  Adam with the same warm-up).
 
 Adding an optimizer is one new rule, registered in this module before :data:`OPTIMIZERS` is formed:
 write ``_my_step(theta, grad, state, h) -> theta`` (read the hyper-parameters from ``h``, keep
@@ -170,6 +173,29 @@ register("nesterov", _heavy_ball_step(True), ("lr", "momentum"), buffers=("momen
 register("adam", hyper=("lr", "beta1", "beta2", "eps"), fixed={"clip": math.inf}, **adaptive(_clipped))
 register("rmsprop", hyper=("lr", "beta2", "eps"), fixed={"beta1": 0.0, "clip": math.inf}, **adaptive(_clipped))
 register("clipped_ada", hyper=("lr", "beta1", "beta2", "eps", "clip"), **adaptive(_clipped))
+
+
+def _warmed_up(step: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``step`` with the step size ramped up linearly, ``lr_t = lr min(1, t / W)``, over the first
+    ``W = round(5 / (1 - beta1))`` steps (50 for ``beta1 = 0.9``: five times the memory of ``m``)."""
+
+    def warm(theta, grad, state, h):
+        t = float(state["step"]) + 1
+        lr = _host(lambda lr, b1: lr * min(1.0, t / max(1, round(5 / (1 - b1)))), h["lr"], h["beta1"])
+        return step(theta, grad, state, {**h, "lr": lr})
+
+    return warm
+
+
+# Clipped-Ada as the q^thresh sweep of the adaptive chapter runs it (experiments.adaptive.clip_for_q sets
+# ``clip``): the clipped_ada update with a linear warm-up, which small clips need, since their first
+# steps are GD steps of size lr / clip (reconstruction).
+_CLIPPED_ADA_Q = adaptive(_clipped)
+register(
+    "clipped_ada_q",
+    hyper=("lr", "beta1", "beta2", "eps", "clip"),
+    **{**_CLIPPED_ADA_Q, "step": _warmed_up(_CLIPPED_ADA_Q["step"])},
+)
 
 OPTIMIZERS = tuple(RULES)
 

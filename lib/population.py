@@ -34,8 +34,9 @@ import dataclasses
 import hashlib
 import itertools
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ from torch.func import grad, grad_and_value, vmap
 from .config import ConfigError
 from .curvature import SharpnessTracker
 from .losses import loss_value
-from .models import build_model, FlatModel
+from .models import FlatModel, build_model
 from .optim import OPTIMIZERS, init_state, update
 from .results import atomic_torch_save
 from .train import Problem, TrainConfig, build_problem, train
@@ -114,7 +115,7 @@ class PopulationHistory:
         return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if getattr(self, f.name) is not None}
 
-    def padded(self, eig_step: np.ndarray) -> "PopulationHistory":
+    def padded(self, eig_step: np.ndarray) -> PopulationHistory:
         """A copy whose curvature arrays cover the tracked steps ``eig_step`` (which extends this
         population's): NaN eigenvalues and 0 products where it did not evaluate (a population stops
         tracking once every member stopped or diverged)."""
@@ -128,7 +129,7 @@ class PopulationHistory:
             eig_matvecs=np.concatenate([self.eig_matvecs, np.zeros(missing, np.int64)]))
 
     @staticmethod
-    def concatenate(parts: Sequence["PopulationHistory"], order: Sequence[int] | None = None) -> "PopulationHistory":
+    def concatenate(parts: Sequence[PopulationHistory], order: Sequence[int] | None = None) -> PopulationHistory:
         """Stack populations along the member axis (optionally reordering the members).
 
         Populations that stopped tracking curvature early (all members stopped) are padded to the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from . import curvature
-from .dynamics.label_noise import single_thread
 from .config import ConfigError
+from .dynamics.label_noise import single_thread
 
 ARCHS = ("mlp", "rnn", "transformer")
 
@@ -133,7 +133,8 @@ class SequenceTeacher:
 
 
 def train_sequence_label_noise(*args, **kwargs) -> dict[str, np.ndarray]:
-    """Online SGD with fresh label noise for several replicas (the loop is the private helper ``_train``); runs on one thread."""
+    """Online SGD with fresh label noise for several replicas (the loop is the private helper ``_train``);
+    runs on one thread."""
     with single_thread():
         return _train(*args, **kwargs)
 

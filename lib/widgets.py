@@ -7,6 +7,7 @@ Jupyter too. :func:`live_slider` is the ``ipywidgets`` version that redraws for 
 :func:`explore` shows the frame slider everywhere and adds the live slider only in a live
 Jupyter session (not while the book is being built, when ``BOOK_BUILD`` is set).
 """
+
 from __future__ import annotations
 
 import base64
@@ -15,7 +16,7 @@ import io
 import os
 import re
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 
@@ -29,8 +30,9 @@ def _figure_png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def frame_slider_html(draw: DrawFn, values: Sequence[float], label: str, initial: int | None = None,
-                      fmt: str = "{:.3g}") -> str:
+def frame_slider_html(
+    draw: DrawFn, values: Sequence[float], label: str, initial: int | None = None, fmt: str = "{:.3g}"
+) -> str:
     """HTML of a slider over pre-rendered frames ``draw(v)`` for ``v`` in ``values``."""
     if len(values) == 0:
         raise ValueError("frame_slider needs at least one value")
@@ -41,15 +43,17 @@ def frame_slider_html(draw: DrawFn, values: Sequence[float], label: str, initial
     imgs = "".join(
         f'<img class="{uid}-f" src="data:image/png;base64,{f}" alt="{html.escape(label)} = {labels[i]}" '
         f'style="display:{"block" if i == initial else "none"};max-width:100%">'
-        for i, f in enumerate(frames))
+        for i, f in enumerate(frames)
+    )
     return (
         f'<div class="frame-slider" id="{uid}">'
         f'<label>{html.escape(label)} = <span id="{uid}-v">{labels[initial]}</span> '
         f'<input type="range" min="0" max="{len(values) - 1}" value="{initial}" step="1" '
-        f'oninput="(function(i){{var fs=document.querySelectorAll(\'.{uid}-f\');'
-        f'for(var k=0;k<fs.length;k++)fs[k].style.display=(k==i)?\'block\':\'none\';'
-        f'document.getElementById(\'{uid}-v\').textContent={labels!r}[i];}})(this.value)"></label>'
-        f'{imgs}</div>')
+        f"oninput=\"(function(i){{var fs=document.querySelectorAll('.{uid}-f');"
+        f"for(var k=0;k<fs.length;k++)fs[k].style.display=(k==i)?'block':'none';"
+        f"document.getElementById('{uid}-v').textContent={labels!r}[i];}})(this.value)\"></label>"
+        f"{imgs}</div>"
+    )
 
 
 class FrameSlider:
@@ -96,10 +100,10 @@ def live_slider(draw: DrawFn, low: float, high: float, step: float, value: float
     """
     import ipywidgets as w
 
-    slider = w.FloatSlider(value=value, min=low, max=high, step=step, description=label,
-                           continuous_update=False, readout_format=".3g")
-    image = w.Image(value=_figure_bytes(draw(value)), format="png",
-                    layout=w.Layout(max_width="100%", height="auto"))
+    slider = w.FloatSlider(
+        value=value, min=low, max=high, step=step, description=label, continuous_update=False, readout_format=".3g"
+    )
+    image = w.Image(value=_figure_bytes(draw(value)), format="png", layout=w.Layout(max_width="100%", height="auto"))
 
     def redraw(change=None) -> None:
         image.value = _figure_bytes(draw(slider.value))

@@ -11,6 +11,7 @@ Each chapter then starts with a code cell, tagged ``remove-cell`` (not shown on 
 the cell; ``python scripts/colab_cells.py remove book/*.ipynb`` takes it out again. The website
 checks refuse a placeholder URL anywhere on the site.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,10 +26,12 @@ _REPO_URL = re.compile(r"^https://(github\.com|gitlab\.com|bitbucket\.org)/[A-Za
 
 def cell_source(repo: str) -> str:
     repo = repo.rstrip("/")
-    return ("# On Colab only: install the book's package (lib/) and its data set from the repository.\n"
-            "import sys\n"
-            "if \"google.colab\" in sys.modules:\n"
-            f"    %pip install -q mnist1d \"git+{repo}\"\n")
+    return (
+        "# On Colab only: install the book's package (lib/) and its data set from the repository.\n"
+        "import sys\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install -q mnist1d "git+{repo}"\n'
+    )
 
 
 def add(repo: str, path: Path) -> bool:
@@ -43,9 +46,17 @@ def add(repo: str, path: Path) -> bool:
             cell["source"] = source.splitlines(keepends=True)
             break
     else:
-        nb["cells"].insert(0, {"cell_type": "code", "execution_count": None, "id": uuid.uuid4().hex[:8],
-                               "metadata": {"tags": ["remove-cell", TAG]}, "outputs": [],
-                               "source": source.splitlines(keepends=True)})
+        nb["cells"].insert(
+            0,
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": uuid.uuid4().hex[:8],
+                "metadata": {"tags": ["remove-cell", TAG]},
+                "outputs": [],
+                "source": source.splitlines(keepends=True),
+            },
+        )
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return True
 

@@ -4,7 +4,8 @@
 # the results go to _build/executed/ (nbval.json: outcome, seconds and input fingerprint per chapter);
 # the chapters that passed are put into the jupyter-cache that the website build reads, so
 # `make html` does not execute them again. Exit status 1 if any chapter failed.
-# Usage: scripts/execute_chapters.sh [book/X.ipynb ...]   (default: every chapter)
+# Usage: scripts/execute_chapters.sh [--stale | book/X.ipynb ...]   (default: every chapter;
+#        --stale: only those without a passing record for today's inputs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
@@ -12,7 +13,11 @@ OUT=_build/executed
 CACHE=_build/.jupyter_cache
 mkdir -p "$OUT"
 rm -f "$OUT"/record-*.json "$OUT"/nbval-*.log
-if [ "$#" -gt 0 ]; then chapters=("$@"); else chapters=(book/*.ipynb); fi
+if [ "${1:-}" = "--stale" ]; then
+  # only the chapters not yet passed with today's inputs (after a `make book`, nothing changed: none)
+  mapfile -t chapters < <($BIN/python scripts/nbval_save.py stale "$OUT/nbval.json" book/*.ipynb)
+  if [ "${#chapters[@]}" -eq 0 ]; then echo "every chapter passed nbval with today's inputs: nothing to execute"; exit 0; fi
+elif [ "$#" -gt 0 ]; then chapters=("$@"); else chapters=(book/*.ipynb); fi
 cores=$(nproc 2>/dev/null || echo 2)
 JOBS=${JOBS:-$(( cores < 4 ? cores : 4 ))}
 start=$(date +%s)

@@ -14,6 +14,7 @@ The fingerprint covers everything a chapter's outputs depend on (the notebook, `
 full-scale results, ``requirements.txt``, ``pyproject.toml``). ``make test`` accepts the record
 instead of executing the chapters again only when every chapter passed with today's fingerprints.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,25 +63,32 @@ def record_is_current(record_path: Path, notebooks: list[Path], root: Path = REP
 
 def pytest_addoption(parser):
     group = parser.getgroup("nbval_save")
-    group.addoption("--nbval-save-dir", default=str(REPO / "_build" / "executed"),
-                    help="folder that receives the executed notebooks (book/X.ipynb) ('' for none)")
-    group.addoption("--nbval-save-record", default=str(REPO / "_build" / "executed" / "nbval.json"),
-                    help="JSON record of the chapters' results and fingerprints ('' for none)")
+    group.addoption(
+        "--nbval-save-dir",
+        default=str(REPO / "_build" / "executed"),
+        help="folder that receives the executed notebooks (book/X.ipynb) ('' for none)",
+    )
+    group.addoption(
+        "--nbval-save-record",
+        default=str(REPO / "_build" / "executed" / "nbval.json"),
+        help="JSON record of the chapters' results and fingerprints ('' for none)",
+    )
 
 
 class _Saver:
     def __init__(self, config) -> None:
         self.save_dir = config.getoption("nbval_save_dir")
         self.record_path = config.getoption("nbval_save_record")
-        self.files: dict[str, dict] = {}    # notebook path -> {"parent":, "failed":, "t0":, "t1":}
+        self.files: dict[str, dict] = {}  # notebook path -> {"parent":, "failed":, "t0":, "t1":}
 
     def _entry(self, item) -> dict | None:
         parent = getattr(item, "parent", None)
         if parent is None or not hasattr(item, "cell") or not hasattr(parent, "nb"):
             return None
         key = str(Path(str(parent.fspath)).resolve())
-        entry = self.files.setdefault(key, {"parent": parent, "failed": False, "t0": time.time(),
-                                            "t1": time.time(), "count": 0})
+        entry = self.files.setdefault(
+            key, {"parent": parent, "failed": False, "t0": time.time(), "t1": time.time(), "count": 0}
+        )
         return entry
 
     @pytest.hookimpl(hookwrapper=True)
@@ -127,10 +135,14 @@ class _Saver:
                 rel = str(path.relative_to(REPO))
             except ValueError:
                 rel = str(path)
-            record["chapters"][rel] = {"outcome": outcome, "seconds": seconds,
-                                       "fingerprint": fingerprint(path) if path.is_relative_to(REPO) else ""}
+            record["chapters"][rel] = {
+                "outcome": outcome,
+                "seconds": seconds,
+                "fingerprint": fingerprint(path) if path.is_relative_to(REPO) else "",
+            }
             if self.save_dir:
                 import nbformat
+
                 dest = Path(self.save_dir) / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, str(dest))
@@ -164,22 +176,37 @@ def split(n: int, notebooks: list[str], record_path: Path) -> list[list[str]]:
 def merge(save_dir: Path, cache_path: Path | None) -> dict:
     """Merge ``save_dir/record-*.json`` into ``save_dir/nbval.json``; cache the passed notebooks."""
     import nbformat
+
     save_dir = Path(save_dir)
     record = {"finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "chapters": {}}
+    try:  # chapters not executed this time keep their earlier entry
+        record["chapters"].update(json.loads((save_dir / "nbval.json").read_text()).get("chapters", {}))
+    except (OSError, ValueError):
+        pass
+    fresh: set[str] = set()
     for part in sorted(save_dir.glob("record-*.json")):
-        record["chapters"].update(json.loads(part.read_text()).get("chapters", {}))
+        chapters = json.loads(part.read_text()).get("chapters", {})
+        record["chapters"].update(chapters)
+        fresh.update(chapters)
         part.unlink()
     (save_dir / "nbval.json").write_text(json.dumps(record, indent=1) + "\n")
+    record["_fresh"] = sorted(fresh)
     if cache_path is not None:
         from jupyter_cache import get_cache
         from jupyter_cache.base import CacheBundleIn
+
         cache = get_cache(str(cache_path))
         for rel, entry in record["chapters"].items():
+            if rel not in fresh:
+                continue
             executed = save_dir / rel
             if entry["outcome"] == "passed" and executed.is_file():
                 nb = nbformat.read(str(executed), as_version=4)
-                cache.cache_notebook_bundle(CacheBundleIn(nb, str(REPO / rel), data={"execution_seconds": entry["seconds"]}),
-                                            check_validity=False, overwrite=True)
+                cache.cache_notebook_bundle(
+                    CacheBundleIn(nb, str(REPO / rel), data={"execution_seconds": entry["seconds"]}),
+                    check_validity=False,
+                    overwrite=True,
+                )
     return record
 
 
@@ -190,18 +217,28 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["merge"]:
         record = merge(Path(argv[1]), Path(argv[2]) if len(argv) > 2 and argv[2] else None)
-        failed = [k for k, v in record["chapters"].items() if v["outcome"] != "passed"]
+        failed = [k for k, v in record["chapters"].items() if v["outcome"] != "passed" and k in record["_fresh"]]
         for k, v in sorted(record["chapters"].items(), key=lambda kv: -kv[1]["seconds"]):
+            if k not in record["_fresh"]:
+                continue
             print(f"  {v['outcome']:6s} {v['seconds']:7.1f} s  {k}")
         return 1 if failed else 0
+    if argv[:1] == ["stale"]:
+        # the notebooks that must be executed: not in the record, failed, or changed since
+        for nb in argv[2:]:
+            ok, _ = record_is_current(Path(argv[1]), [Path(nb)])
+            if not ok:
+                print(nb)
+        return 0
     if argv[:1] == ["current"]:
         ok, summary = record_is_current(Path(argv[1]), [Path(a) for a in argv[2:]])
         print(summary)
         return 0 if ok else 1
-    print("usage: nbval_save.py split N RECORD NB... | merge DIR [CACHE] | current RECORD NB...")
+    print("usage: nbval_save.py split N RECORD NB... | merge DIR [CACHE] | current|stale RECORD NB...")
     return 2
 
 
 if __name__ == "__main__":
     import sys
+
     sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ The browser is Debian's ``chromium``, driven through the Chrome DevTools Protoco
 no Python package, no driver download and no network: pages are served from ``127.0.0.1`` by a
 thread of this process.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,8 +27,8 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 # The built site and its build log (`make html` writes both); overridable to check another build.
@@ -35,9 +36,20 @@ SITE = Path(os.environ.get("WEBSITE_DIR", REPO / "_build" / "html"))
 BUILD_LOG = Path(os.environ.get("WEBSITE_LOG", REPO / "_build" / "build.log"))
 SCREENSHOTS = REPO / "_build" / "screenshots"
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "--window-size=1280,900"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--window-size=1280,900",
+]
 
 # Lines of the build log that contain "WARNING" but are not Sphinx warnings: ipykernel announces
 # every kernel it starts for notebook execution with this notice (logging level WARNING).
@@ -49,7 +61,9 @@ BENIGN_JS_EXCEPTIONS: list[re.Pattern] = []
 
 MATHJAX_CDN = re.compile(
     r"(cdn\.jsdelivr\.net/npm/mathjax|unpkg\.com/mathjax|cdnjs\.cloudflare\.com/ajax/libs/mathjax"
-    r"|<script[^>]+src=\"(?:https?:)?//[^\"]*mathjax)", re.IGNORECASE)
+    r"|<script[^>]+src=\"(?:https?:)?//[^\"]*mathjax)",
+    re.IGNORECASE,
+)
 SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -60,22 +74,33 @@ def html_pages(site: Path, redirects: bool = True) -> list[Path]:
     """Every HTML page of the site, without the theme's and MathJax's static files (and without
     pure redirect pages such as the root ``index.html`` when ``redirects`` is False)."""
     site = Path(site)
-    pages = sorted(p for p in site.rglob("*.html")
-                   if not p.relative_to(site).parts[0] in ("_static", "_sources", "_images"))
+    pages = sorted(
+        p for p in site.rglob("*.html") if p.relative_to(site).parts[0] not in ("_static", "_sources", "_images")
+    )
     return pages if redirects else [p for p in pages if parse_page(p).redirect is None]
 
 
 class _PageParser(html.parser.HTMLParser):
     """Collects element ids (``id=`` and ``<a name=>``) and the relative links of one page."""
 
-    LINK_ATTRS = {"a": "href", "link": "href", "area": "href", "img": "src", "script": "src",
-                  "iframe": "src", "source": "src", "video": "src", "audio": "src", "embed": "src"}
+    LINK_ATTRS = {
+        "a": "href",
+        "link": "href",
+        "area": "href",
+        "img": "src",
+        "script": "src",
+        "iframe": "src",
+        "source": "src",
+        "video": "src",
+        "audio": "src",
+        "embed": "src",
+    }
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
-        self.links: list[tuple[str, str]] = []   # (tag, url)
-        self.redirect: str | None = None         # target of a <meta http-equiv="refresh">
+        self.links: list[tuple[str, str]] = []  # (tag, url)
+        self.redirect: str | None = None  # target of a <meta http-equiv="refresh">
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -122,8 +147,13 @@ def broken_links(site: Path) -> list[str]:
                 continue
             parts = urllib.parse.urlsplit(url)
             path, fragment = urllib.parse.unquote(parts.path), urllib.parse.unquote(parts.fragment)
-            target = page if not path else (page.parent / path).resolve() if not path.startswith("/") \
+            target = (
+                page
+                if not path
+                else (page.parent / path).resolve()
+                if not path.startswith("/")
                 else (site / path.lstrip("/")).resolve()
+            )
             where = f"{page.relative_to(site)}: <{tag}> {url!r}"
             if site not in target.parents and target != site:
                 problems.append(f"{where} points outside the site")
@@ -157,15 +187,22 @@ def log_warnings(log_text: str) -> list[str]:
     """Lines of a build log with ``WARNING`` or ``ERROR`` (Sphinx and docutils messages; docutils
     errors in autodoc docstrings do not always fail a ``-W`` build), minus known benign notices."""
     clean = re.sub(r"\x1b\[[0-9;]*m", "", log_text)
-    return [line for line in clean.splitlines()
-            if LOG_PROBLEM.search(line) and not any(p.search(line) for p in BENIGN_LOG_LINES)]
+    return [
+        line
+        for line in clean.splitlines()
+        if LOG_PROBLEM.search(line) and not any(p.search(line) for p in BENIGN_LOG_LINES)
+    ]
 
 
 def rendered_errors(site: Path) -> list[str]:
     """Pages where docutils rendered an error inline (system messages, problematic markup)."""
     bad = re.compile(r'class="[^"]*\b(system-message|problematic)\b')
-    return [f"{p.relative_to(site)}: {m.group(1)}" for p in html_pages(site)
-            for m in [bad.search(p.read_text(encoding="utf-8", errors="replace"))] if m]
+    return [
+        f"{p.relative_to(site)}: {m.group(1)}"
+        for p in html_pages(site)
+        for m in [bad.search(p.read_text(encoding="utf-8", errors="replace"))]
+        if m
+    ]
 
 
 def mathjax_cdn_references(site: Path) -> list[str]:
@@ -213,8 +250,10 @@ def solution_leaks(site: Path, secret_texts: tuple[str, ...] = ()) -> list[str]:
 
 def exercise_count(site: Path) -> int:
     """Number of exercise admonitions in the site's pages."""
-    return sum(len(re.findall(r'class="[^"]*\bexercise\b', p.read_text(encoding="utf-8", errors="replace")))
-               for p in html_pages(site))
+    return sum(
+        len(re.findall(r'class="[^"]*\bexercise\b', p.read_text(encoding="utf-8", errors="replace")))
+        for p in html_pages(site)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,14 +285,25 @@ class Browser:
         self._from_browser_r, from_browser_w = os.pipe()
         # Chromium expects the pipe on fds 3 (commands) and 4 (replies); move them there in a shell
         # (through high numbers, so that the moves cannot clobber each other).
-        redirect = (f'exec 100<&{to_browser_r} 101>&{from_browser_w}; '
-                    'exec "$@" 3<&100 4>&101 100<&- 101>&-')
+        redirect = f'exec 100<&{to_browser_r} 101>&{from_browser_w}; exec "$@" 3<&100 4>&101 100<&- 101>&-'
         self.stderr = open(Path(self.profile) / "stderr.log", "wb")
         self.proc = subprocess.Popen(
-            ["bash", "-c", redirect, "chromium", executable, *CHROMIUM_FLAGS,
-             f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank"],
-            pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=self.stderr)
+            [
+                "bash",
+                "-c",
+                redirect,
+                "chromium",
+                executable,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.stderr,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""
@@ -263,8 +313,11 @@ class Browser:
         self.session = self.command("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
             self.command(f"{domain}.enable", session=True)
-        self.command("Emulation.setDeviceMetricsOverride",
-                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session=True)
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session=True,
+        )
 
     # -- protocol ------------------------------------------------------------------------------
     def _read_message(self, deadline: float) -> dict:
@@ -275,8 +328,9 @@ class Browser:
             if ready:
                 chunk = os.read(self._from_browser_r, 1 << 20)
                 if not chunk:
-                    raise BrowserError("chromium closed the DevTools pipe (crashed?); see "
-                                       f"{Path(self.profile) / 'stderr.log'}")
+                    raise BrowserError(
+                        f"chromium closed the DevTools pipe (crashed?); see {Path(self.profile) / 'stderr.log'}"
+                    )
                 self._buffer += chunk
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
@@ -319,24 +373,32 @@ class Browser:
 
     def evaluate(self, expression: str, await_promise: bool = True):
         """Value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.command("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                   "awaitPromise": await_promise}, session=True)
+        result = self.command(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": await_promise},
+            session=True,
+        )
         if "exceptionDetails" in result:
             raise BrowserError(f"JavaScript error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def set_viewport(self, width: int, height: int, mobile: bool = False) -> None:
         """Emulate a window of ``width`` x ``height`` CSS pixels (``mobile``: a phone, e.g. 390 x 844)."""
-        self.command("Emulation.setDeviceMetricsOverride",
-                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}, session=True)
+        self.command(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+            session=True,
+        )
 
     def screenshot(self, path: Path, full_page: bool = False) -> None:
         """Save a PNG of the viewport (or of the whole page)."""
         params = {"format": "png"}
         if full_page:
             size = self.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-            params.update(captureBeyondViewport=True,
-                          clip={"x": 0, "y": 0, "width": size[0], "height": min(size[1], 12000), "scale": 1})
+            params.update(
+                captureBeyondViewport=True,
+                clip={"x": 0, "y": 0, "width": size[0], "height": min(size[1], 12000), "scale": 1},
+            )
         data = self.command("Page.captureScreenshot", params, session=True)["data"]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(base64.b64decode(data))
@@ -355,7 +417,7 @@ class Browser:
         self.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -402,7 +464,8 @@ _INSPECT_JS = r"""
     // chapter figures drawn narrower than they are (or than the phone screen): unreadable panels
     shrunk_figures: Array.from(document.querySelectorAll('.cell_output img'))
       .filter(i => !i.closest('.frame-slider') && i.naturalWidth > 0)
-      .filter(i => i.getBoundingClientRect().width + 2 < Math.min(i.naturalWidth, 0.85 * window.innerWidth))
+      .filter(i => window.screen.width < 720
+                   && i.getBoundingClientRect().width + 2 < Math.min(i.naturalWidth, 0.85 * window.screen.width))
       .map(i => Math.round(i.getBoundingClientRect().width) + 'px of ' + i.naturalWidth + 'px'),
   };
 })()
@@ -441,8 +504,9 @@ class PageReport:
         if self.broken_images:
             out.append(f"images that did not load: {self.broken_images}")
         if self.sliders and (self.slider_images == 0 or self.broken_slider_images):
-            out.append(f"frame slider without loadable frames ({self.broken_slider_images} of "
-                       f"{self.slider_images} broken)")
+            out.append(
+                f"frame slider without loadable frames ({self.broken_slider_images} of {self.slider_images} broken)"
+            )
         if self.external_requests:
             out.append(f"requests outside the site: {self.external_requests[:5]}")
         if self.failed_requests:
@@ -456,10 +520,17 @@ class PageReport:
         return [f"{self.url}: {p}" for p in out]
 
 
-def inspect_page(browser: Browser, url: str, origin: str, screenshot: Path | None = None) -> PageReport:
-    """Load ``url``, wait for MathJax and the images, record requests and errors, take a screenshot."""
+def inspect_page(
+    browser: Browser, url: str, origin: str, screenshot: Path | None = None, window_width: int | None = None
+) -> PageReport:
+    """Load ``url``, wait for MathJax and the images, record requests and errors, take a screenshot.
+
+    ``window_width``: the emulated window (a phone's layout viewport grows to fit a too-wide page,
+    so the page width is compared with the window that was asked for)."""
     start = browser.goto(url)
     values = browser.evaluate(_INSPECT_JS)
+    if window_width:
+        values["viewport"] = window_width
     report = PageReport(url=url, **values)
     requests = {}
     for event in browser.events[start:]:
@@ -490,14 +561,40 @@ def inspect_page(browser: Browser, url: str, origin: str, screenshot: Path | Non
 # Text where TeX was not turned into math: a dollar sign, \( \) \[ \] delimiters, or a TeX command.
 _LEFTOVER_TEX = re.compile(r"\$|\\[()\[\]]|\\[A-Za-z]{2,}")
 # Elements whose text is code, math or machinery, not prose.
-_SKIP_TAGS = {"script", "style", "pre", "code", "kbd", "samp", "textarea", "svg", "math", "mjx-container",
-              "title", "noscript"}
-_SKIP_CLASSES = {"math", "highlight", "cell_output", "output", "MathJax", "frame-slider", "sig", "sig-object",
-                 "viewcode-block", "headerlink", "search", "bd-search"}
+_SKIP_TAGS = {
+    "script",
+    "style",
+    "pre",
+    "code",
+    "kbd",
+    "samp",
+    "textarea",
+    "svg",
+    "math",
+    "mjx-container",
+    "title",
+    "noscript",
+}
+_SKIP_CLASSES = {
+    "math",
+    "highlight",
+    "cell_output",
+    "output",
+    "MathJax",
+    "frame-slider",
+    "sig",
+    "sig-object",
+    "viewcode-block",
+    "headerlink",
+    "search",
+    "bd-search",
+}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # Words of prose inside a math element ("Gradient flow from the same start ..."): three words of
 # four letters or more in a row, after \text{...}-like groups and TeX commands are removed.
-_MATH_TEXT_GROUPS = re.compile(r"\\(?:text\w*|math(?:rm|bf|it|sf|tt|cal|bb)|operatorname\*?|mbox|label|tag)\s*\{[^{}]*\}")
+_MATH_TEXT_GROUPS = re.compile(
+    r"\\(?:text\w*|math(?:rm|bf|it|sf|tt|cal|bb)|operatorname\*?|mbox|label|tag)\s*\{[^{}]*\}"
+)
 _PROSE_IN_MATH = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{4,}\s+[A-Za-z]{4,}\s+[A-Za-z]{4,}")
 
 
@@ -506,7 +603,7 @@ class _TextParser(html.parser.HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.stack: list[tuple[str, bool, bool]] = []   # (tag, skipped, is_math)
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, skipped, is_math)
         self.prose: list[str] = []
         self.math: list[str] = []
 
@@ -548,7 +645,7 @@ def leftover_tex(site: Path, pages: list[Path] | None = None) -> list[str]:
         for text in parser.prose:
             m = _LEFTOVER_TEX.search(text)
             if m:
-                snippet = " ".join(text[max(0, m.start() - 40):m.end() + 40].split())
+                snippet = " ".join(text[max(0, m.start() - 40) : m.end() + 40].split())
                 out.append(f"{rel}: raw TeX {m.group(0)!r} in text: ...{snippet}...")
         for tex in parser.math:
             stripped = _MATH_TEXT_GROUPS.sub(" ", tex)
@@ -559,8 +656,11 @@ def leftover_tex(site: Path, pages: list[Path] | None = None) -> list[str]:
 
 
 # URLs that must never reach the site: a placeholder repository, jupyter-book's default repository.
-PLACEHOLDER_URL = re.compile(r"(github\.com|/gh|/github)/(OWNER|YOUR[-_A-Z]*|USER|USERNAME|<[^>]*>)/|executablebooks/jupyter-book"
-                             r"|example\.(com|org)|your-fork", re.IGNORECASE)
+PLACEHOLDER_URL = re.compile(
+    r"(github\.com|/gh|/github)/(OWNER|YOUR[-_A-Z]*|USER|USERNAME|<[^>]*>)/|executablebooks/jupyter-book"
+    r"|example\.(com|org)|your-fork",
+    re.IGNORECASE,
+)
 LAUNCH_URL = re.compile(r"https://(mybinder\.org/v2/|colab\.research\.google\.com/github/)[^\"' <>]+")
 
 
@@ -586,9 +686,9 @@ class _FigureParser(html.parser.HTMLParser):
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.stack: list[tuple[str, set, str]] = []          # (tag, classes, id)
-        self.images: list[dict] = []                          # src, alt, figure index or None
-        self.figures: list[dict] = []                         # id, numbered caption?
+        self.stack: list[tuple[str, set, str]] = []  # (tag, classes, id)
+        self.images: list[dict] = []  # src, alt, figure index or None
+        self.figures: list[dict] = []  # id, numbered caption?
         self._open_figures: list[int] = []
 
     def handle_starttag(self, tag, attrs):
@@ -598,8 +698,14 @@ class _FigureParser(html.parser.HTMLParser):
             src = a.get("src") or ""
             if "_images/" in src or src.startswith("data:image/"):
                 in_slider = any("frame-slider" in c for _, c, _ in self.stack)
-                self.images.append({"src": src[:80], "alt": a.get("alt") or "", "slider": in_slider,
-                                    "figure": self._open_figures[-1] if self._open_figures else None})
+                self.images.append(
+                    {
+                        "src": src[:80],
+                        "alt": a.get("alt") or "",
+                        "slider": in_slider,
+                        "figure": self._open_figures[-1] if self._open_figures else None,
+                    }
+                )
             return
         if tag in _VOID:
             return
@@ -619,7 +725,9 @@ class _FigureParser(html.parser.HTMLParser):
                 return
 
 
-_NON_DESCRIPTIVE_ALT = re.compile(r"(^$|\.(png|jpe?g|svg|gif)$|[0-9a-f]{16,}|^<.*>$|^(figure|image|plot)$)", re.IGNORECASE)
+_NON_DESCRIPTIVE_ALT = re.compile(
+    r"(^$|\.(png|jpe?g|svg|gif)$|[0-9a-f]{16,}|^<.*>$|^(figure|image|plot)$)", re.IGNORECASE
+)
 
 
 def figure_problems(site: Path, docnames: list[str]) -> list[str]:

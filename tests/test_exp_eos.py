@@ -134,3 +134,71 @@ def test_ci_scale_and_direct_calls_write_no_checkpoint(tmp_path, monkeypatch):
     for name in ("eos_sweep", "eos_sweep_ce", "eos_cifar10"):
         exp = experiments.get(name)
         assert exp.resumable and exp.run.keywords["name"] == name
+
+
+# -- Cohen et al.'s controls and the dense crossing ----------------------------------------------
+from instabilities.experiments.eos import (EosCrossingConfig, EosMomentumConfig, EosSwitchConfig,  # noqa: E402
+                                           fit_self_stabilization, run_eos_crossing, run_eos_momentum,
+                                           run_eos_switch, self_stabilization_measures, summarize_momentum,
+                                           summarize_switch)
+
+
+def test_controls_registered_with_both_scales():
+    for name, chapter in (("eos_switch", "eos_controls"), ("eos_momentum", "eos_controls"),
+                          ("eos_relu", "eos_controls"), ("eos_crossing", "catapults_self_stabilization")):
+        exp = experiments.get(name)
+        assert exp.chapter == chapter
+        assert exp.configs["ci"].scale == "ci" and exp.configs["full"].scale == "full"
+    assert len(experiments.config("eos_relu", "ci").etas) >= 4
+    assert experiments.config("eos_relu", "ci").activation == "relu"
+
+
+@pytest.mark.parametrize("cls,bad,match", [
+    (EosSwitchConfig, dict(switch_step=0), "switch_step"), (EosSwitchConfig, dict(eta_after=-1.0), "eta_after"),
+    (EosMomentumConfig, dict(beta=1.0), "beta"), (EosMomentumConfig, dict(etas_heavy_ball=(), etas_nesterov=()), "at least one"),
+    (EosCrossingConfig, dict(dense_from=1.5), "dense_from"), (EosCrossingConfig, dict(dense_steps=0), "dense_steps"),
+])
+def test_control_config_validation(cls, bad, match):
+    with pytest.raises(ConfigError, match=match):
+        cls(**bad)
+
+
+def test_tiny_switch_changes_the_step_size():
+    cfg = EosSwitchConfig(eta=0.05, eta_after=0.1, switch_step=10, steps=20, eig_every=5, **TINY)
+    res = run_eos_switch(cfg)
+    assert res["eta_t"][9] == 0.05 and res["eta_t"][10] == 0.1
+    ref = run_eos_sweep(EosSweepConfig(etas=(0.05,), steps=10, eig_every=5, n_eigs=1, **TINY))
+    np.testing.assert_allclose(res["train_loss"][:11], ref["train_loss"][0], rtol=1e-5)  # same run until the switch
+    s = summarize_switch(res, settle=0)
+    assert set(s) >= {"ratio_after", "steps_to_resettle", "crossing_step"}
+
+
+def test_tiny_momentum_predicted_thresholds():
+    cfg = EosMomentumConfig(beta=0.5, etas_heavy_ball=(0.1,), etas_nesterov=(0.1,), steps=10, eig_every=5, **TINY)
+    res = run_eos_momentum(cfg)
+    np.testing.assert_allclose(res["predicted_threshold"], [3.0 / 0.1, 1.5 / 0.1])
+    assert list(res["method"]) == ["heavy_ball", "nesterov"] and res["sharpness"].shape == (2, 3)
+    assert len(summarize_momentum(res, settle=0)) == 2
+
+
+def test_self_stabilization_measures_on_a_period_two_orbit():
+    import torch
+    u = torch.zeros(5, dtype=torch.float64)
+    u[0] = 1.0
+    thetas = torch.stack([torch.full((5,), 0.3, dtype=torch.float64) + ((-1) ** t) * 0.2 * u for t in range(6)])
+    m = self_stabilization_measures(thetas, u.repeat(6, 1), np.full(6, 10.5), eta=0.2)
+    np.testing.assert_allclose(np.abs(m["x"]), 0.2)
+    np.testing.assert_allclose(m["y"], 0.5)
+    # the fit recovers the constants of the 2-D map
+    from instabilities.dynamics import toys
+    x, y = toys.self_stabilization_map(0.01, -2.0, 0.001, 1.0, 2.0, 50_000)
+    f = fit_self_stabilization(x, y, 0.001)
+    assert f["alpha"] == pytest.approx(1.0, rel=1e-6) and f["beta"] == pytest.approx(2.0, rel=1e-6)
+    assert f["x_growth_pos"] > 0 > f["x_growth_neg"] and f["x_slope"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_tiny_crossing_tracks_every_step_after_the_trigger():
+    cfg = EosCrossingConfig(eta=1.0, steps=30, coarse_every=10, dense_from=0.01, dense_steps=8, **TINY)
+    res = run_eos_crossing(cfg)
+    np.testing.assert_array_equal(res["dense_step"], np.arange(8))  # dense from step 0 on (threshold tiny)
+    assert len(res["train_loss"]) == 9 and len(res["x"]) == 6 and len(res["y"]) == 6

@@ -8,13 +8,38 @@ import torch
 from instabilities import experiments
 from instabilities.config import ConfigError
 from instabilities.dynamics import label_noise as ln
-from instabilities.experiments.label_noise import (TRAJECTORY_KEYS, ArchConfig, ChainConfig, ChainConvergenceConfig,
-                                           RelaxedChainConfig, SweepConfig, drift_path_deviation, extrapolated,
-                                           extrapolated_bracket, extrapolated_sem, relaxation_schedule,
-                                           run_architectures, run_chain, run_relaxed_chain, stationary_mean,
-                                           stationary_sem)
+from instabilities.experiments.label_noise import (
+    TRAJECTORY_KEYS,
+    ArchConfig,
+    ChainBaseConfig,
+    ChainConfig,
+    ChainConvergenceConfig,
+    GeneralTheoremConfig,
+    InterventionConfig,
+    RelaxedChainConfig,
+    SweepConfig,
+    architecture_summary,
+    chain_convergence_summary,
+    drift_path_deviation,
+    extrapolated,
+    extrapolated_bracket,
+    extrapolated_sem,
+    general_schedule,
+    general_summary,
+    intervention_summary,
+    relaxation_schedule,
+    run_architectures,
+    run_chain,
+    run_general,
+    run_intervention,
+    run_relaxed_chain,
+    stationary_mean,
+    stationary_sem,
+    sweep_summary,
+)
 
-NAMES = ("label_noise_chain", "label_noise_sweep", "label_noise_reconcile", "label_noise_architectures")
+NAMES = ("label_noise_chain", "label_noise_sweep", "label_noise_reconcile", "label_noise_architectures",
+         "label_noise_general", "label_noise_intervention")
 
 
 def test_registered_with_both_scales():
@@ -51,11 +76,55 @@ def test_small_chain_run_shapes_and_prediction_order():
 
 
 def test_small_architecture_run():
-    cfg = ArchConfig(archs=("mlp",), ratios=(1.0, 4.0), seeds=(0,), steps=100, snapshot_every=50, final_window=1,
-                     width=6, n_eval=32)
+    cfg = ArchConfig(archs=("mlp",), ratios=(1.0, 4.0), seeds=(0, 1), steps=100, anneal_steps=50, snapshot_every=50,
+                     final_window=1, width=6, n_eval=32)
     res = run_architectures(cfg)
-    assert res["final_sharpness"].shape == (1, 2, 1)
-    assert np.isfinite(res["final_sharpness"]).all()
+    assert res["final_sharpness"].shape == (1, 2, 2, 2) and res["final_trace"].shape == (1, 2, 2, 2)
+    assert np.isfinite(res["final_sharpness"]).all() and np.all(res["final_trace"] > 0)
+    assert res["clean_loss"].shape == (3, 1, 2, 2, 2)
+    summ = architecture_summary(res)
+    assert summ["gap"].shape == (1, 2)
+    assert np.all(summ["gap_lo"] <= summ["gap"]) and np.all(summ["gap"] <= summ["gap_hi"])
+    with pytest.raises(ConfigError, match="two seeds"):
+        ArchConfig(seeds=(0,))
+
+
+def test_gauss_newton_trace_matches_dense_hessian_at_a_minimum():
+    """At the teacher's own parameters (a global minimum of the clean loss) tr E[J^T J] = tr H."""
+
+    from instabilities import curvature
+    from instabilities import sequence_models as sm
+    from instabilities.models import FlatModel
+
+    model = sm.build_sequence_model("mlp", 2, 3, 2, width=4, seed=0)
+    x = torch.randn(16, 3, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x)
+    fm = FlatModel(model)
+    obj = lambda th: 0.5 * (fm(th, x) - y).pow(2).sum(-1).mean()  # noqa: E731
+    dense = float(torch.trace(curvature.dense_hessian(obj, fm.theta0)))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    assert sm.gauss_newton_trace(model, params, x) == pytest.approx(dense, rel=1e-8)
+
+
+def test_general_and_intervention_small_runs():
+    cfg = GeneralTheoremConfig(depths=(2,), sigmas=(1.0, 3.0), etas=(0.04, 0.08), replicas=3, relaxation_times=1.0,
+                               records=4)
+    tau, steps = general_schedule(cfg)
+    assert tau.shape == steps.shape == (1, 2, 2) and np.all(steps >= tau)
+    res = run_general(cfg)
+    assert res["trace_hessian_stat"].shape == (1, 2, 2, 2) and res["conditions"].shape == (1, 2, 2, 2)
+    summ = general_summary(res)
+    assert summ["value"].shape == (1, 2) and np.allclose(summ["predicted_ratio"][0, 0], 1.0)
+    assert res["predicted_trace"][0, 1] == pytest.approx(9.5406, abs=1e-4)
+    icfg = InterventionConfig(replicas=2, phase_steps=(200, 200, 200), records_per_phase=2)
+    ires = run_intervention(icfg)
+    isum = intervention_summary(ires)
+    assert abs(isum["sgd_gd_drift2"]) < 1e-3 and isum["gd_start_change"] < 1e-9
+    with pytest.raises(ConfigError, match="distinct"):
+        GeneralTheoremConfig(etas=(0.1, 0.1))
+    with pytest.raises(ConfigError, match="phase_steps"):
+        InterventionConfig(phase_steps=(10, 10))
 
 
 def test_aggregates_equal_the_per_replica_statistics():
@@ -94,18 +163,21 @@ def test_diverging_replicas_are_counted_not_averaged():
     assert np.isnan(stationary_mean(res)[0, 1, 0]) and np.isfinite(stationary_mean(res)[0, 0, 0])
 
 
-def test_reconcile_keeps_chain_config():
-    """Sweep and chain run lengths come from tau (their own classes); reconcile keeps ChainConfig (its stored hash)."""
+def test_chain_configs_share_a_base_and_reconcile_uses_tau():
+    """Chain, sweep and reconcile run lengths come from tau; all chain configs share ChainBaseConfig."""
     assert type(experiments.config("label_noise_chain", "full")) is ChainConvergenceConfig
-    assert type(experiments.config("label_noise_reconcile", "full")) is ChainConfig
+    assert type(experiments.config("label_noise_reconcile", "full")) is RelaxedChainConfig
     assert type(experiments.config("label_noise_sweep", "full")) is SweepConfig
-    for name in ("label_noise_chain", "label_noise_sweep"):
-        assert isinstance(experiments.config(name, "full"), RelaxedChainConfig)
+    for cls in (ChainConfig, RelaxedChainConfig, SweepConfig, ChainConvergenceConfig):
+        assert issubclass(cls, ChainBaseConfig)
     # same fields, different experiments: the class name keeps their hashes apart
     assert SweepConfig().config_hash() != ChainConvergenceConfig().config_hash()
     assert [f.name for f in dataclasses.fields(ChainConfig)] == [
         "scale", "depth", "teacher", "noise_trace", "ratios", "etas", "init_hidden_sq", "replicas", "batch_size",
-        "steps", "record_every", "seed"]
+        "seed", "steps", "record_every"]
+    for name in NAMES:  # step sizes are eta / etas in every config
+        fields = {f.name for f in dataclasses.fields(experiments.config(name, "full"))}
+        assert "lr" not in fields and ("eta" in fields or "etas" in fields)
 
 
 def test_sweep_config_errors_name_the_fix():
@@ -204,3 +276,43 @@ def test_chain_convergence_run_forgets_its_start():
     per = extrapolated(res, per_start=True)[0]
     err = extrapolated_sem(res, per_start=True)[0]
     assert np.all(np.abs(per - res["predicted_sharpness"][0]) < 4 * err + 0.01 * res["predicted_sharpness"][0])
+
+
+def _synthetic_chain_result(values, sems, etas, predicted):
+    """A result dict whose stationary means are ``values [ratio, eta, start]`` exactly."""
+    values = np.asarray(values, dtype=float)
+    rec = np.broadcast_to(values, (6, *values.shape)).astype(np.float32)
+    return {"flow_sharpness_mean": rec, "flow_sharpness_sem": np.asarray(sems, dtype=np.float32),
+            "etas": np.asarray(etas), "predicted_sharpness": np.asarray(predicted, dtype=float),
+            "burn_in": np.asarray(0.5), "run_steps": np.full(values.shape[:2], 1000),
+            "relaxation_steps": np.full(values.shape[:2], 100.0)}
+
+
+def test_sweep_summary_on_a_known_parabola():
+    etas = np.array([0.005, 0.01, 0.02])
+    S_star = 10.0
+    v = S_star * (1 - 1.1 * etas * S_star + 3.0 * etas ** 2)      # offset -1.1 eta S* + O(eta^2)
+    values = np.stack([v - 0.01, v + 0.01], axis=-1)[None]           # two starts bracket the stationary value
+    res = _synthetic_chain_result(values, np.full((1, 3, 2), 0.004), etas, [S_star])
+    sw = sweep_summary(res)
+    assert sw["parabola"][0] == pytest.approx(S_star, rel=1e-5)
+    assert sw["bracket_lo"][0] < S_star < sw["bracket_hi"][0] and bool(sw["inside"][0])
+    np.testing.assert_allclose(sw["offset"][0], (v / S_star - 1) / (etas * S_star), rtol=1e-5)
+    w = (etas[2] - etas[1]) / (etas[2] - etas[0])
+    err = 0.004 * np.sqrt(2) / 2
+    expected = (v[1] - w * v[0] - (1 - w) * v[2]) / (err * np.sqrt(1 + w ** 2 + (1 - w) ** 2))
+    assert sw["misfit"][0] == pytest.approx(expected, rel=1e-4)
+    assert sw["start_gap"][0] == pytest.approx(0.02 / S_star, rel=1e-4)
+
+
+def test_chain_convergence_summary_per_start():
+    etas = np.array([0.01, 0.02, 0.04])
+    S_star = 4.0
+    v = S_star * (1 - etas * S_star)
+    values = np.stack([v, v * 1.001, v * 0.999], axis=-1)[None]
+    res = _synthetic_chain_result(values, np.full((1, 3, 3), 0.01), etas, [S_star])
+    cs = chain_convergence_summary(res)
+    assert int(cs["degree"]) == 2 and cs["per_start"].shape == (1, 3)
+    assert cs["per_start_rel"][0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert np.all(cs["per_start_z"] >= 0) and float(cs["n_tau"]) == pytest.approx(10.0)
+    np.testing.assert_allclose(cs["stationary_rel"][0, :, 0], -etas * S_star, rtol=1e-5)

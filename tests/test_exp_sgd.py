@@ -3,11 +3,21 @@ import pytest
 
 from instabilities import experiments
 from instabilities.config import ConfigError
-from instabilities.experiments.sgd import SGDSweepConfig, effect_sizes, run_sgd_batch_sweep
 from instabilities.dynamics.sgd_stability import second_moment_factor
+from instabilities.experiments.sgd import SGDSweepConfig, effect_sizes, run_sgd_batch_sweep
 
-TINY = SGDSweepConfig(n_train=64, n_test=50, widths=(6,), etas=(0.2, 1.0), batch_sizes=(64, 8), seeds=(0,),
-                      max_steps=40, stop_loss=1e-3, eig_every=20, eig_tol=1e-6)
+TINY = SGDSweepConfig(
+    n_train=64,
+    n_test=50,
+    widths=(6,),
+    etas=(0.2, 1.0),
+    batch_sizes=(64, 8),
+    seeds=(0,),
+    max_steps=40,
+    stop_loss=1e-3,
+    eig_every=20,
+    eig_tol=1e-6,
+)
 
 
 def test_registered_with_both_scales():
@@ -17,10 +27,16 @@ def test_registered_with_both_scales():
     assert exp.configs["full"].batch_sizes[0] == exp.configs["full"].n_train
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (dict(batch_sizes=(64, 128)), "exceeds n_train"), (dict(batch_sizes=(8, 64)), "start with n_train"),
-    (dict(etas=(1.0, 0.2)), "increasing"), (dict(etas=()), "at least one"), (dict(dataset="imagenet"), "dataset"),
-])
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (dict(batch_sizes=(64, 128)), "exceeds n_train"),
+        (dict(batch_sizes=(8, 64)), "start with n_train"),
+        (dict(etas=(1.0, 0.2)), "increasing"),
+        (dict(etas=()), "at least one"),
+        (dict(dataset="imagenet"), "dataset"),
+    ],
+)
 def test_bad_configs_raise(change, fragment):
     with pytest.raises(ConfigError, match=fragment):
         TINY.replace(**change)
@@ -53,8 +69,10 @@ def test_full_and_cifar10_registrations(tmp_path, monkeypatch):
     full = experiments.config("sgd_batch_sweep", "full")
     cifar = experiments.config("sgd_batch_sweep_cifar10", "full")
     assert full.dataset == "mnist1d" and (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000)
-    assert cifar.batch_sizes[0] == 5120 and cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000,
-                                                         batch_sizes=full.batch_sizes) == full
+    assert (
+        cifar.batch_sizes[0] == 5120
+        and cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000, batch_sizes=full.batch_sizes) == full
+    )
     ci = experiments.config("sgd_batch_sweep_cifar10", "ci")
     assert ci.dataset == "cifar10" and ci.replace(dataset="digits") == experiments.config("sgd_batch_sweep", "ci")
     assert experiments.get("sgd_batch_sweep").resumable and experiments.get("sgd_batch_sweep_cifar10").resumable
@@ -71,7 +89,7 @@ def test_population_sweep_matches_separate_runs():
             hist = train(TINY.run_config(eta, b, TINY.seeds[0]))
             assert res["steps"][i, j, 0] == hist.step[-1] and res["diverged"][i, j, 0] == hist.diverged
             assert res["train_loss"][i, j, 0] == pytest.approx(hist.train_loss[-1], rel=1e-4)
-            np.testing.assert_allclose(res["sharp_traj"][i, j, 0, :len(hist.sharpness)], hist.sharpness, rtol=1e-3)
+            np.testing.assert_allclose(res["sharp_traj"][i, j, 0, : len(hist.sharpness)], hist.sharpness, rtol=1e-3)
 
 
 class _Interrupt(Exception):
@@ -103,3 +121,62 @@ def test_full_scale_sweep_resumes_exactly(tmp_path, monkeypatch):
     assert set(resumed) == set(whole)
     for key in whole:
         np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
+
+
+# -- intervals, paired effects, SGD against its matched SDE -----------------------------------------
+from instabilities.experiments.sgd import (  # noqa: E402
+    SDEContrastConfig,
+    paired_effects,
+    run_sgd_sde_contrast,
+    sde_contrast_summary,
+    seed_interval,
+)
+
+
+def test_seed_interval_is_the_student_t_interval():
+    m, lo, hi = seed_interval(np.array([[1.0, 2.0, 3.0, np.nan], [5.0, np.nan, np.nan, np.nan]]))
+    np.testing.assert_allclose(m, [2.0, 5.0])
+    np.testing.assert_allclose(hi[0] - m[0], 4.302652729749464 * 1.0 / np.sqrt(3))  # t_{0.975, 2}
+    assert np.isnan(lo[1]) and np.isnan(hi[1])  # one value: no interval
+    with pytest.raises(ConfigError, match="level"):
+        seed_interval(np.ones(3), level=1.5)
+
+
+def test_paired_effects_pair_by_seed():
+    S = np.array([[[3.0, 4.0], [2.0, 3.5]], [[2.5, 3.0], [1.0, 2.0]]])  # (eta, b, seed)
+    eff = paired_effects({"sharpness": S})
+    np.testing.assert_allclose(eff["instability"][0], [0.0, 0.75])
+    np.testing.assert_allclose(eff["noise"][0], [0.0, 0.75])
+    np.testing.assert_allclose(eff["batch_drop"][0], [[0.0, 0.75], [0.0, 1.25]])
+
+
+TINY_SDE = SDEContrastConfig(
+    n_train=64,
+    n_test=50,
+    widths=(6,),
+    eta=0.3,
+    batch_sizes=(8,),
+    seeds=(0, 1),
+    max_steps=60,
+    stop_loss=1e-4,
+    eig_tol=1e-6,
+)
+
+
+def test_sde_contrast_registered_and_validated():
+    exp = experiments.get("sgd_sde_contrast")
+    assert set(exp.configs) == {"ci", "full"} and exp.chapter == "sgd_instabilities"
+    with pytest.raises(ConfigError, match="must be < n_train"):
+        TINY_SDE.replace(batch_sizes=(64,))
+    with pytest.raises(ConfigError, match="at least one"):
+        TINY_SDE.replace(seeds=())
+
+
+def test_tiny_sde_contrast_is_reproducible_and_consistent():
+    a, b = run_sgd_sde_contrast(TINY_SDE), run_sgd_sde_contrast(TINY_SDE)
+    for key in ("sharpness", "test_acc", "steps"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert list(a["kinds"]) == ["gd", "sgd", "sde"] and a["sharpness"].shape == (3, 2)
+    assert not a["diverged"].any() and np.all(a["steps"] == TINY_SDE.max_steps)
+    summ = sde_contrast_summary(a)
+    np.testing.assert_allclose(summ["sharpness"][8][0], np.mean(a["sharpness"][1] - a["sharpness"][2]))

@@ -90,3 +90,49 @@ def test_self_stabilization_counterpart_is_available():
     x, y = toys.self_stabilization_map(0.01, -2.0, 0.01, 1.0, 1.0, 3000)
     assert np.all(np.isfinite(x)) and y.max() > 0  # the sharpness excess crosses zero and comes back
     assert y[-1] < y.max()
+
+
+# -- the flatness dynamical system X_{t+1} = X_t + xi_t alpha(X_t) ------------------------------------------
+
+def test_sigmoid_potential_and_inverse():
+    d = fd.SigmoidDrift(beta=5.0, scale=1.0)
+    xs = np.linspace(-2, 3, 11)
+    # Phi' = 1 / alpha
+    h = 1e-6
+    np.testing.assert_allclose((d.potential(xs + h) - d.potential(xs - h)) / (2 * h), 1 / d(xs), rtol=1e-6)
+    np.testing.assert_allclose(d.inverse_potential(d.potential(xs)), xs, atol=1e-9)
+    with pytest.raises(ConfigError):
+        fd.SigmoidDrift(beta=0.0)
+
+
+def test_domination_and_quantile_bounds_hold_on_simulated_paths():
+    d = fd.SigmoidDrift(beta=5.0)
+    X, S = fd.simulate_log_curvature(d, 0.2, 60, 4000, seed=3)
+    assert X.shape == S.shape == (4000, 61)
+    assert np.max(d.potential(X) - (d.potential(0.2) + S)) < 1e-9
+    t = np.arange(61)
+    for q in (0.3, 0.5, 0.9):  # empirical quantile at q minus 3 sampling standard deviations of the empirical CDF
+        qs = q - 3 * np.sqrt(q * (1 - q) / len(X))
+        assert np.all(np.quantile(X, qs, axis=0, method="inverted_cdf") <= fd.quantile_bound(d, 0.2, t, q) + 1e-9)
+    out = fd.two_step_outcomes(d, 0.2)
+    assert sum(v <= 0.2 + 1e-12 for v in out.values()) == 3 and np.mean(list(out.values())) == pytest.approx(0.2)
+
+
+def test_random_walk_quantile_is_exact():
+    rng = np.random.default_rng(0)
+    S = rng.choice([-1, 1], size=(200000, 9)).sum(1)
+    for q in (0.2, 0.5, 0.8):
+        assert fd.random_walk_quantile(np.array([9]), q)[0] == np.quantile(S, q, method="inverted_cdf")
+    with pytest.raises(ConfigError):
+        fd.random_walk_quantile(np.array([4]), 1.0)
+
+
+def test_linear_drift_is_multiplicative_and_meets_the_descent_bound():
+    lin = fd.LinearDrift(0.3)
+    X, S = fd.simulate_log_curvature(lin, 1.0, 50, 1000, seed=1)
+    kappa = -np.log(1 - 0.09) / 0.6
+    qbar = (np.log(1.3) - np.log(0.7)) / 0.6
+    gap = lin.potential(X) - (lin.potential(1.0) + qbar * S - kappa * np.arange(51))
+    np.testing.assert_allclose(gap, 0.0, atol=1e-9)  # equality for the linear drift
+    with pytest.raises(ConfigError):
+        fd.LinearDrift(1.2)

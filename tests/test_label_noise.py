@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from instabilities.dynamics import label_noise as ln
 from instabilities.config import ConfigError
+from instabilities.dynamics import label_noise as ln
 
 TEACHER = [1.0, 0.0]
 
@@ -222,3 +222,73 @@ def test_quadratic_extrapolation_is_exact_on_a_parabola():
     assert ln.extrapolate_to_zero(etas, values) != pytest.approx(3.0, rel=1e-3)  # a line is biased
     with pytest.raises(ConfigError, match="3 distinct"):
         ln.extrapolate_to_zero(etas[:2], values[:2], degree=2)
+
+
+def test_minibatch_sgd_step_is_one_mean_gradient_step():
+    """One step of label_noise_sgd with B = 4 equals theta - eta * minibatch_gradient on the same draws
+    (catches a batch mean taken twice, or a missing one)."""
+    net = ln.DeepLinearNet(2, (3,), 2)
+    g = torch.Generator().manual_seed(1)
+    theta = torch.randn(3, net.dim, generator=g, dtype=torch.float64)
+    A = torch.tensor([[1.0, 0.5], [-0.3, 0.8]], dtype=torch.float64)
+    Sx = torch.tensor([[1.0, 0.2], [0.2, 0.5]], dtype=torch.float64)
+    cov = ln.noise_covariance(3.0)
+    B, eta, seed = 4, 0.05, 11
+    out = ln.label_noise_sgd(net, theta, A, Sx, cov, eta, 1, batch_size=B, record_every=1, seed=seed, track=False)
+    rng = np.random.default_rng(seed)                 # the same draws as label_noise_sgd (chunk of one step)
+    Lx = torch.linalg.cholesky(Sx).numpy()
+    ev, U = torch.linalg.eigh(cov)
+    Le = (U * ev.clamp_min(0).sqrt()).numpy()
+    X = rng.standard_normal((1, 3, B, 2)) @ Lx.T
+    E = np.einsum("nrbk,jk->nrbj", rng.standard_normal((1, 3, B, 2)), Le)
+    Y = X @ A.numpy().T + E
+    grad = ln.minibatch_gradient(net, theta, torch.from_numpy(X[0]), torch.from_numpy(Y[0]))
+    np.testing.assert_allclose(out["theta_final"], (theta - eta * grad).numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_minibatch_sgd_drift_scales_like_one_over_batch():
+    """The expected one-step balance drift at a minimum is eta^2 s (...) / B: B = 4 gives a quarter of B = 1."""
+    cov = ln.noise_covariance(6.0)
+    net, theta = ln.chain_point(1.3, TEACHER, 2)
+    R, lr = 40000, 0.1
+    A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
+    out = ln.label_noise_sgd(net, theta.expand(R, -1), A, torch.eye(1, dtype=torch.float64), cov, lr, 1,
+                             batch_size=4, record_every=1, seed=5, track=False)
+    th = torch.from_numpy(out["theta_final"])
+    bal = lambda t: (t[:, 1:] ** 2).sum(1) - t[:, 0] ** 2  # noqa: E731
+    change = (bal(th) - bal(theta[None])).numpy()
+    predicted = float(ln.chain_balance_drift(net, theta, cov, lr, batch_size=4)[0])
+    assert abs(change.mean() - predicted) < 4 * change.std() / np.sqrt(R)
+    assert predicted == pytest.approx(float(ln.chain_balance_drift(net, theta, cov, lr)[0]) / 4)
+
+
+def test_sgd_at_depth_three_reaches_the_chain_fixed_point():
+    """D = 3 chain, balanced and unbalanced starts: SGD's flow-limit sharpness at eta -> 0 within 3 % of S*."""
+    cov = ln.noise_covariance(4.0)
+    net = ln.DeepLinearNet(1, (1, 1), 2)
+    fp = ln.chain_fixed_point(TEACHER, cov, 3)
+    w = np.sqrt(fp["hidden_sq"])
+    bal = torch.tensor([w, w, 1.0 / w ** 2, 0.0], dtype=torch.float64)
+    unbal = torch.tensor([1.2 * w, w / 1.2, 1.0 / w ** 2, 0.0], dtype=torch.float64)
+    A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
+    etas, vals = (0.04, 0.08), []
+    for eta in etas:
+        n = int(10 * ln.chain_relaxation_time(TEACHER, cov, eta, 3)) // 100 * 100
+        out = ln.label_noise_sgd(net, torch.stack([bal] * 8 + [unbal] * 8), A, torch.eye(1, dtype=torch.float64),
+                                 cov, eta, n, record_every=n // 20, seed=4)
+        assert not out["diverged"].any()
+        vals.append(np.mean(out["flow_sharpness"][10:]))
+    assert ln.extrapolate_to_zero(etas, vals) == pytest.approx(fp["sharpness"], rel=0.03)
+
+
+def test_online_sgd_threshold_and_ar1():
+    assert ln.online_sgd_threshold(1) == pytest.approx(2 / 3)
+    assert ln.online_sgd_threshold(10 ** 6) == pytest.approx(2.0, rel=1e-5)
+    for el in (0.3, 0.5):
+        v = ln.multiplicative_ar1(el, 1500, chains=2000, seed=0)
+        assert v[-500:].mean() == pytest.approx(ln.ar1_stationary_variance(el), rel=0.15)
+    assert ln.multiplicative_ar1(0.9, 1500, chains=2000, seed=0).max() > 100 * ln.ar1_stationary_variance(0.5)
+    assert ln.ar1_stationary_variance(0.7) == float("inf")
+    # batch 8: stable at eta lambda = 1.2 > 2/3, since the threshold is 1.6
+    v8 = ln.multiplicative_ar1(1.2, 1500, chains=2000, batch_size=8, seed=0)
+    assert v8[-500:].mean() == pytest.approx(ln.ar1_stationary_variance(1.2, batch_size=8), rel=0.2)

@@ -221,3 +221,15 @@ def test_unknown_rule_and_missing_hyper_parameters_are_config_errors():
         optim.update(
             "momentum", torch.zeros(2), torch.ones(2), optim.init_state("momentum", torch.zeros(2)), {"lr": 0.1}
         )
+
+
+def test_a_new_adaptive_variant_is_one_registration():
+    """An Adam variant is register(name, hyper, **adaptive(denominator)); here P = sqrt(v_hat) + eps, i.e. Adam."""
+    unclipped = lambda v, t, h: clipped_denominator(v, t, h["beta2"], math.inf, h["eps"])
+    optim.register("adam_again", hyper=("lr", "beta1", "beta2", "eps"), **optim.adaptive(unclipped))
+    try:
+        a = _run(lambda p: build_optimizer("adam", p, lr=0.05, beta2=0.99))
+        b = _run(lambda p: optim.RuleOptimizer(p, "adam_again", lr=0.05, beta1=0.9, beta2=0.99, eps=1e-8))
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    finally:
+        del optim.RULES["adam_again"]

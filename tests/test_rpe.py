@@ -149,3 +149,72 @@ def test_bad_input_raises_config_error():
         rpe.simulate((1.0, 2.0), [0.1], 0)
     with pytest.raises(ConfigError):
         rpe.depth_imbalance_factor(np.ones(3), 0.1, 1, 1)
+
+
+# -- diagonal linear networks of any depth --------------------------------------------------------------
+
+def test_dln_hessian_matches_finite_differences_and_points_at_small_parameters():
+    rng = np.random.default_rng(2)
+    for n in (2, 3, 5):
+        th = rng.uniform(0.4, 1.6, size=n)
+        target = 0.8
+        f = lambda t: 0.5 * (np.prod(t) - target) ** 2  # noqa: E731
+        H = rpe.dln_hessian(th, np.prod(th) - target, 1.0)
+        h, E = 1e-4, np.eye(n)
+        fd = np.array([[(f(th + h * E[i] + h * E[j]) - f(th + h * E[i] - h * E[j]) - f(th - h * E[i] + h * E[j])
+                         + f(th - h * E[i] - h * E[j])) / (4 * h * h) for j in range(n)] for i in range(n)])
+        np.testing.assert_allclose(H, fd, atol=1e-6)
+        at_min = th * np.r_[target / np.prod(th), np.ones(n - 1)]
+        u = rpe.dln_top_eigvec(rpe.dln_hessian(at_min, 0.0, 1.0))
+        w = 1 / at_min
+        np.testing.assert_allclose(u, w / np.linalg.norm(w), atol=1e-12)
+
+
+@pytest.mark.parametrize("d1", [2e-3, -2e-3])
+def test_dln_first_order_tilt(d1):
+    th = np.array([0.5, 1.0, 2.0])
+    th[0] *= 1.0 / np.prod(th)
+    u = rpe.dln_top_eigvec(rpe.dln_hessian(th, d1, 1.0))
+    w = 1 / th
+    eps = u / (w / np.linalg.norm(w)) - 1
+    pred = rpe.dln_first_order_tilt(th, d1, 1.0)
+    np.testing.assert_allclose(eps, pred, atol=0.02 * np.abs(pred).max())
+    assert np.sign(eps[0]) == -np.sign(d1)  # the smallest parameter: away when z' Theta > 0, towards when < 0
+
+
+def test_polarity_ratio_closed_form_and_identity():
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(500, 2))
+    d1, d2 = rng.normal(size=500), rng.uniform(0.3, 3.0, size=500)
+    v = np.linalg.eigh(rpe.dln_hessian(t, d1, d2))[1][..., -1]
+    p1, p2 = rpe.polarity_variables(t, d1, d2)
+    R = rpe.polarity_ratio(p1, p2)
+    np.testing.assert_allclose(np.abs(v[:, 0] / v[:, 1]), R, rtol=1e-8)
+    np.testing.assert_allclose(R * rpe.polarity_ratio(-p1, p2), 1.0, rtol=1e-13)
+    beta = np.abs(p1 / p2)
+    np.testing.assert_allclose(R, np.sqrt(1 + beta ** 2) - np.sign(p1) * beta, rtol=1e-8)
+
+
+def test_path_sum_equals_relu_forward_pass():
+    rng = np.random.default_rng(0)
+    Ws = [rng.normal(size=(3, 2)), rng.normal(size=(2, 3))]
+    for x in rng.normal(size=(10, 2)):
+        np.testing.assert_allclose(rpe.path_sum(Ws, x), rpe.relu_mlp(Ws, x), atol=1e-12)
+
+
+def test_balanced_dln_map_orbits_and_monotone_basin():
+    # n = 2, target 1: the balanced minimiser has S* = 2, so eta < 1 converges and eta slightly above 1 has period 2
+    assert rpe.orbit_period(rpe.balanced_dln_orbit(0.5, 0.7, 1.0, 2, 3000)) == 1
+    orbit = rpe.balanced_dln_orbit(0.5, 1.05, 1.0, 2, 3000)
+    assert rpe.orbit_period(orbit) == 2
+    p = orbit[-2:].min()
+    F = lambda x: rpe.balanced_dln_map(rpe.balanced_dln_map(x, 1.05, 1.0, 2), 1.05, 1.0, 2)  # noqa: E731
+    a = rpe.monotone_basin(F, p, 0.05)
+    assert 0.05 < a < p
+    ev = rpe.balanced_dln_orbit(0.5 * (a + p), 1.05, 1.0, 2, 200)[::2]
+    live = np.abs(ev - p) > 1e-12
+    assert np.all(np.diff(ev)[live[:-1]] > 0)
+    F12 = lambda x: rpe.balanced_dln_map(rpe.balanced_dln_map(x, 1.2, 1.0, 2), 1.2, 1.0, 2)  # noqa: E731
+    p12 = rpe.balanced_dln_orbit(0.5, 1.2, 1.0, 2, 3000)[-2:].min()
+    assert np.isnan(rpe.monotone_basin(F12, p12, 0.05))
+    assert np.isnan(rpe.balanced_dln_orbit(0.5, 5.0, 1.0, 2, 50)[-1])  # blows up: recorded as nan

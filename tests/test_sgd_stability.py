@@ -6,11 +6,19 @@ import torch
 
 from instabilities import curvature
 from instabilities.config import ConfigError
+from instabilities.dynamics.sgd_stability import (
+    batch_curvature_stats,
+    batch_variance_factor,
+    curvatures_with_moments,
+    directional_curvatures,
+    is_mean_square_stable,
+    max_nonuniformity,
+    per_example_losses,
+    second_moment_factor,
+    simulate_sgd_1d,
+)
 from instabilities.losses import make_objective
 from instabilities.models import FlatModel, mlp
-from instabilities.dynamics.sgd_stability import (batch_curvature_stats, batch_variance_factor, curvatures_with_moments,
-                                         directional_curvatures, is_mean_square_stable, max_nonuniformity,
-                                         per_example_losses, second_moment_factor, simulate_sgd_1d)
 
 
 @pytest.mark.parametrize("n, b", [(6, 1), (6, 2), (7, 3), (5, 5)])
@@ -30,7 +38,7 @@ def test_monte_carlo_second_moment_decays_like_q_power_t():
     eta, b, T = 1.0, 4, 6
     xs = simulate_sgd_1d(h, eta, b, T, n_paths=100_000, seed=3)
     q = second_moment_factor(eta, 0.5, 1.2, b, 20)
-    mc = (xs ** 2).mean(axis=0)
+    mc = (xs**2).mean(axis=0)
     np.testing.assert_allclose(mc, q ** np.arange(T + 1), rtol=0.05)
 
 
@@ -70,13 +78,17 @@ def test_directional_curvatures_match_dense_per_example_hessians(loss):
     fm = FlatModel(mlp(3, [4], 3, "tanh").double())
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(7, 3, generator=gen, dtype=torch.float64)
-    y = torch.randn(7, 3, generator=gen, dtype=torch.float64) if loss == "mse" else torch.randint(0, 3, (7,), generator=gen)
+    y = (
+        torch.randn(7, 3, generator=gen, dtype=torch.float64)
+        if loss == "mse"
+        else torch.randint(0, 3, (7,), generator=gen)
+    )
     theta = fm.theta0.double()
     u = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
     u = u / u.norm()
     curv = directional_curvatures(per_example_losses(fm, x, y, loss), theta, u)
     for i in range(7):
-        Hi = curvature.dense_hessian(make_objective(fm, x[i:i + 1], y[i:i + 1], loss), theta)
+        Hi = curvature.dense_hessian(make_objective(fm, x[i : i + 1], y[i : i + 1], loss), theta)
         assert float(curv[i]) == pytest.approx(float(u @ Hi @ u), rel=1e-8, abs=1e-10)
     H = curvature.dense_hessian(make_objective(fm, x, y, loss), theta)
     assert float(curv.mean()) == pytest.approx(float(u @ H @ u), rel=1e-8, abs=1e-10)
@@ -112,7 +124,7 @@ def test_reweighted_gd_equals_plain_gd():
     out = train_reweighted(per_ex, theta[None], 0.1, ["gd"], [10], max_steps=5, stop_loss=0.0)
     for _ in range(5):
         th = theta.clone().requires_grad_(True)
-        g, = torch.autograd.grad(per_ex(th).mean(), th)
+        (g,) = torch.autograd.grad(per_ex(th).mean(), th)
         theta = theta - 0.1 * g
     np.testing.assert_allclose(out["theta"][0], theta.numpy(), rtol=1e-10, atol=1e-12)
     assert out["steps"][0] == 5 and not out["diverged"][0]

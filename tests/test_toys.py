@@ -109,3 +109,28 @@ def test_zhu_converges_to_edge_of_stability_minimum():
     assert 0.95 * 2 / eta < run["sharpness"][-1] < 2 / eta
     with pytest.raises(ConfigError, match="unknown"):
         toys.two_param_loss("nope", 1.0, 1.0)
+
+
+def test_stage_sequence_and_cycle():
+    from instabilities.dynamics.toys import is_stage_cycle, stage_sequence
+    assert stage_sequence([0, 0, 0, 1, 1, 2, 1, 2, 2, 3, 3, 0, 0]) == [0, 1, 2, 3, 0]
+    assert is_stage_cycle([0, 1, 2, 3, 0]) and is_stage_cycle([2, 3, 0, 1])
+    assert not is_stage_cycle([0, 2, 3]) and not is_stage_cycle([1])
+    assert stage_sequence([]) == []
+    # the map itself goes round the stages in order
+    x, y = toys.self_stabilization_map(0.01, -2.0, 0.001, 1.0, 1.0, 40_000)
+    seq = stage_sequence(toys.self_stabilization_stages(x, y, 1.0, 1.0), min_run=5)
+    assert len(seq) >= 5 and is_stage_cycle(seq)
+
+
+def test_logcosh_period_two_orbit():
+    assert toys.logcosh_two_cycle(1.9) == 0.0
+    for eta in (2.05, 2.5, 4.0):
+        xs = toys.logcosh_two_cycle(eta)
+        assert xs > 0 and abs(2 * xs - eta * math.tanh(xs)) < 1e-12
+        assert toys.logcosh_two_cycle_multiplier(eta) < 1  # attracting
+        x = toys.logcosh_gd(0.3, eta, 4000)
+        assert np.all(np.isfinite(x)) and abs(abs(x[-1]) - xs) < 1e-6 and x[-1] == pytest.approx(-x[-2], abs=1e-6)
+    assert abs(toys.logcosh_gd(1.0, 1.9, 2000)[-1]) < 1e-12  # below the threshold: converges
+    # near the threshold x*^2 ~ 3 (eta - 2) / 2
+    assert toys.logcosh_two_cycle(2.001) ** 2 == pytest.approx(1.5e-3, rel=2e-3)

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -97,7 +96,9 @@ def test_stop_acc_and_ce():
     assert h.train_acc[-1] >= 0.9 and h.step[-1] < 400
 
 
-@pytest.mark.parametrize("changes", [dict(optimizer="nesterov", momentum=0.9), dict(optimizer="clipped_ada", clip=0.05)])
+@pytest.mark.parametrize(
+    "changes", [dict(optimizer="nesterov", momentum=0.9), dict(optimizer="clipped_ada", clip=0.05)]
+)
 def test_train_steps_with_the_functional_rules_of_optim(changes):
     """train's torch optimizer is optim's rule: a hand loop of optim.update gives the same iterates."""
     from instabilities import optim

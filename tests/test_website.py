@@ -9,6 +9,7 @@
 
 The browser tests are skipped when Chromium is missing, except under ``CI`` (then they fail).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,7 @@ IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 # (as a warning) until the chapters adopt the convention of CONTRIBUTING.md "Figures and captions";
 # set True (or BOOK_STRICT_FIGURES=1) to make it a failure.
 FIGURES_STRICT = False or os.environ.get("BOOK_STRICT_FIGURES", "") == "1"
-PHONE = (390, 844)        # the phone window of the browser checks (CSS pixels)
+PHONE = (390, 844)  # the phone window of the browser checks (CSS pixels)
 DESKTOP = (1280, 900)
 
 
@@ -46,10 +47,14 @@ def chromium() -> str:
     path = sc.chromium_path()
     if path is None:
         if IN_CI:
-            pytest.fail("CI is set but chromium is not installed: run `bash scripts/install_browser.sh` "
-                        "(or `make browser`) before `make test`")
-        pytest.skip("chromium is not installed (install it with `bash scripts/install_browser.sh`); "
-                    "under CI=true this is a failure")
+            pytest.fail(
+                "CI is set but chromium is not installed: run `bash scripts/install_browser.sh` "
+                "(or `make browser`) before `make test`"
+            )
+        pytest.skip(
+            "chromium is not installed (install it with `bash scripts/install_browser.sh`); "
+            "under CI=true this is a failure"
+        )
     return path
 
 
@@ -87,8 +92,10 @@ def write(path: Path, text: str) -> Path:
 
 def tiny_png(path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(1, 1))
     ax.plot([0, 1], [0, 1])
     fig.savefig(path, dpi=30)
@@ -104,20 +111,29 @@ def test_link_checker_finds_missing_files_and_anchors(tmp_path):
     write(site / "b c.html", "<p>space</p>")
     write(site / "sub" / "index.html", '<a href="../index.html#top">up</a>')
     write(site / "_static" / "x.css", "")
-    write(site / "index.html", """<div id="top"></div>
+    write(
+        site / "index.html",
+        """<div id="top"></div>
       <a href="a.html">ok</a> <a href="a.html#sec">ok</a> <a href="a.html#old">ok</a>
       <a href="b%20c.html">ok</a> <a href="sub/">ok</a> <a href="#top">ok</a> <a href="">ok</a>
       <link rel="stylesheet" href="_static/x.css?v=123"> <a href="https://example.org/x.html">ext</a>
       <a href="mailto:a@b.c">mail</a> <img src="data:image/png;base64,AAAA">
       <a href="a.html#nosuch">bad anchor</a> <a href="missing.html">bad file</a>
       <img src="_images/gone.png"> <a href="#nowhere">bad local anchor</a>
-      <a href="../outside.html">outside</a>""")
+      <a href="../outside.html">outside</a>""",
+    )
     write(site / "redirect.html", '<meta http-equiv="Refresh" content="0; url=intro.html" />')
     problems = sc.broken_links(site)
     assert len(problems) == 6, problems
     joined = "\n".join(problems)
-    for needle in ("'nosuch'", "missing.html", "_images/gone.png", "'nowhere'", "outside the site",
-                   "redirect.html: <meta> 'intro.html'"):
+    for needle in (
+        "'nosuch'",
+        "missing.html",
+        "_images/gone.png",
+        "'nowhere'",
+        "outside the site",
+        "redirect.html: <meta> 'intro.html'",
+    ):
         assert needle in joined
     # Fix the page: no problem left.
     write(site / "index.html", '<p id="top"></p><a href="a.html#sec">ok</a><a href="sub/">ok</a>')
@@ -135,13 +151,16 @@ def test_figure_check_flags_pages_without_figures(tmp_path):
 
 
 def test_log_check_reports_sphinx_warnings_and_errors_only():
-    log = "\n".join([
-        "reading sources... [ 50%] book/intro",
-        "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication ...",
-        "\x1b[91m/work/book/x.md:12: WARNING: undefined label: 'eq-foo'\x1b[39;49;00m",
-        "/work/lib/toys.py:docstring of instabilities.dynamics.toys.f:3: ERROR: Undefined substitution referenced: \"x\".",
-        "build succeeded.",
-    ])
+    log = "\n".join(
+        [
+            "reading sources... [ 50%] book/intro",
+            "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication ...",
+            "\x1b[91m/work/book/x.md:12: WARNING: undefined label: 'eq-foo'\x1b[39;49;00m",
+            "/work/lib/toys.py:docstring of instabilities.dynamics.toys.f:3: "
+            'ERROR: Undefined substitution referenced: "x".',
+            "build succeeded.",
+        ]
+    )
     found = sc.log_warnings(log)
     assert len(found) == 2
     assert "undefined label" in found[0] and "\x1b" not in found[0]
@@ -151,8 +170,10 @@ def test_log_check_reports_sphinx_warnings_and_errors_only():
 
 def test_static_checks_detect_cdn_mathjax_rendered_errors_and_missing_download(tmp_path):
     site = tmp_path / "site"
-    write(site / "good.html", '<script defer src="_static/mathjax/tex-chtml.js?v=1"></script>'
-                              '<a href="_sources/book/ch.ipynb">download</a>')
+    write(
+        site / "good.html",
+        '<script defer src="_static/mathjax/tex-chtml.js?v=1"></script><a href="_sources/book/ch.ipynb">download</a>',
+    )
     write(site / "_sources" / "book" / "ch.ipynb", "{}")
     write(site / "book" / "ch.html", '<a href="../_sources/book/ch.ipynb">.ipynb</a>')
     write(site / "book" / "plain.html", "<p>no download</p>")
@@ -166,10 +187,30 @@ def test_static_checks_detect_cdn_mathjax_rendered_errors_and_missing_download(t
 
 
 def test_strip_solutions_removes_only_solution_blocks():
-    text = "\n".join([
-        "Intro", "```{exercise} E", ":label: ex-a", "Do it.", "```",
-        "````{solution} ex-a", ":class: dropdown", "SECRET-1", "```python", "x = 1", "```", "````",
-        ":::{solution} ex-a", "SECRET-2", ":::", "```python", "kept = True", "```", "End", ""])
+    text = "\n".join(
+        [
+            "Intro",
+            "```{exercise} E",
+            ":label: ex-a",
+            "Do it.",
+            "```",
+            "````{solution} ex-a",
+            ":class: dropdown",
+            "SECRET-1",
+            "```python",
+            "x = 1",
+            "```",
+            "````",
+            ":::{solution} ex-a",
+            "SECRET-2",
+            ":::",
+            "```python",
+            "kept = True",
+            "```",
+            "End",
+            "",
+        ]
+    )
     out = student_edition.strip_solutions(text)
     assert "SECRET" not in out and "x = 1" not in out
     for kept in ("Intro", "{exercise} E", "Do it.", "kept = True", "End"):
@@ -185,13 +226,15 @@ def test_student_config_sets_hide_solutions(tmp_path):
     assert "student edition" in cfg["title"]
     assert cfg["sphinx"]["extra_extensions"] == original["sphinx"]["extra_extensions"]
     for name, folder in cfg["sphinx"].get("local_extensions", {}).items():
-        assert (Path(folder) / f"{name}.py").is_file()     # absolute: found from the new file's folder
+        assert (Path(folder) / f"{name}.py").is_file()  # absolute: found from the new file's folder
 
 
 def test_frame_slider_offers_its_initial_frame_as_a_static_fallback():
     """HTML builds show the slider; builds without HTML (LaTeX/PDF) get the initial frame as a PNG."""
     import base64
+
     import matplotlib.pyplot as plt
+
     from instabilities import widgets
 
     def draw(v):
@@ -211,15 +254,28 @@ def test_leftover_tex_check_on_synthetic_html(tmp_path):
     """The HTML MyST made of the two broken theorems of the review, and a clean page."""
     site = tmp_path / "site"
     math = '<span class="math notranslate nohighlight">{}</span>'
-    write(site / "bad1.html", "<ol><li><p>Final sharpness, then " + math.format(r"\(S(\theta_\infty)\)")
-          + math.format(r"\( Gradient flow from the same start conserves \)")
-          + r" S=\sqrt{d_0^2+4y^2} and " + math.format(r"\(\eta\)") + r"|r_t|<\sqrt2$, GD ends</p></li></ol>")
-    write(site / "bad2.html", "<p>and $</p>" + '<div class="math notranslate nohighlight">\\[S(\\theta)=2/\\eta\\]</div><p>$</p>')
+    write(
+        site / "bad1.html",
+        "<ol><li><p>Final sharpness, then "
+        + math.format(r"\(S(\theta_\infty)\)")
+        + math.format(r"\( Gradient flow from the same start conserves \)")
+        + r" S=\sqrt{d_0^2+4y^2} and "
+        + math.format(r"\(\eta\)")
+        + r"|r_t|<\sqrt2$, GD ends</p></li></ol>",
+    )
+    write(
+        site / "bad2.html",
+        "<p>and $</p>" + '<div class="math notranslate nohighlight">\\[S(\\theta)=2/\\eta\\]</div><p>$</p>',
+    )
     write(site / "bad3.html", r"<p>The threshold \(2/\eta\) was not typeset.</p>")
-    write(site / "good.html", "<p>Costs and " + math.format(r"\(\text{the sharpness } S(\theta) < 2/\eta\)")
-          + "</p><pre>price = $5 \\alpha</pre><code>$x$</code><div class=\"cell_output\"><pre>$</pre></div>"
-          + '<div class="math notranslate nohighlight">\\[\\begin{aligned} a &= b \\end{aligned}\\]</div>'
-          + "<script>var s = '$';</script>")
+    write(
+        site / "good.html",
+        "<p>Costs and "
+        + math.format(r"\(\text{the sharpness } S(\theta) < 2/\eta\)")
+        + '</p><pre>price = $5 \\alpha</pre><code>$x$</code><div class="cell_output"><pre>$</pre></div>'
+        + '<div class="math notranslate nohighlight">\\[\\begin{aligned} a &= b \\end{aligned}\\]</div>'
+        + "<script>var s = '$';</script>",
+    )
     problems = sc.leftover_tex(site)
     by_page = {p.split(":")[0] for p in problems}
     assert by_page == {"bad1.html", "bad2.html", "bad3.html"}, problems
@@ -229,13 +285,18 @@ def test_leftover_tex_check_on_synthetic_html(tmp_path):
 
 def test_figure_check_on_synthetic_html(tmp_path):
     site = tmp_path / "site"
-    good = ('<figure class="align-default" id="fig-eos"><div class="cell_output"><img alt="Sharpness against '
-            'step for three step sizes" src="../_images/a.png"></div><figcaption><p><span class="caption-number">'
-            'Fig. 3.1 </span><span class="caption-text">Sharpness.</span></p></figcaption></figure>'
-            '<div class="frame-slider"><img alt="eta = 0.5" src="data:image/png;base64,AAAA"></div>')
+    good = (
+        '<figure class="align-default" id="fig-eos"><div class="cell_output"><img alt="Sharpness against '
+        'step for three step sizes" src="../_images/a.png"></div><figcaption><p><span class="caption-number">'
+        'Fig. 3.1 </span><span class="caption-text">Sharpness.</span></p></figcaption></figure>'
+        '<div class="frame-slider"><img alt="eta = 0.5" src="data:image/png;base64,AAAA"></div>'
+    )
     write(site / "book" / "good.html", good)
-    write(site / "book" / "bare.html", '<div class="cell_output"><img alt="../_images/5b40aa0f11e2c3d4e5f6.png" '
-          'src="../_images/5b40aa0f11e2c3d4e5f6.png"></div>')
+    write(
+        site / "book" / "bare.html",
+        '<div class="cell_output"><img alt="../_images/5b40aa0f11e2c3d4e5f6.png" '
+        'src="../_images/5b40aa0f11e2c3d4e5f6.png"></div>',
+    )
     write(site / "book" / "nocap.html", '<figure id="fig-x"><img alt="Loss curves" src="../_images/b.png"></figure>')
     assert sc.figure_problems(site, ["book/good"]) == []
     bare = sc.figure_problems(site, ["book/bare"])
@@ -245,17 +306,29 @@ def test_figure_check_on_synthetic_html(tmp_path):
 
 def test_placeholder_and_launch_checks_on_synthetic_html(tmp_path):
     site = tmp_path / "site"
-    write(site / "a.html", '<a href="https://mybinder.org/v2/gh/OWNER/instabilities-book/main?urlpath=lab">b</a>'
-          '<a href="https://github.com/executablebooks/jupyter-book">repo</a>')
+    write(
+        site / "a.html",
+        '<a href="https://mybinder.org/v2/gh/OWNER/instabilities-book/main?urlpath=lab">b</a>'
+        '<a href="https://github.com/executablebooks/jupyter-book">repo</a>',
+    )
     write(site / "b.html", '<a href="https://colab.research.google.com/github/ada/book/blob/main/book/x.ipynb">c</a>')
     assert len(sc.placeholder_urls(site)) == 2
-    assert sc.launch_links(site / "b.html") == ["https://colab.research.google.com/github/ada/book/blob/main/book/x.ipynb"]
+    assert sc.launch_links(site / "b.html") == [
+        "https://colab.research.google.com/github/ada/book/blob/main/book/x.ipynb"
+    ]
+
+
+def test_book_map_is_current():
+    """book/_static/book_map.svg matches _toc.yml (run `python scripts/book_map.py` after changing it)."""
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "book_map.py"), "--check"], timeout=60)
+    assert out.returncode == 0, "the book map is out of date: run `python scripts/book_map.py`"
 
 
 def test_live_slider_is_an_image_widget_not_an_output_widget():
     """The nbconvert hang: nbclient emulates a front end for Output widgets; the live slider has none."""
     import ipywidgets
     import matplotlib.pyplot as plt
+
     from instabilities import widgets
 
     def draw(v):
@@ -282,9 +355,24 @@ def test_local_path_nbconvert_executes_a_chapter(tmp_path):
     env["OMP_NUM_THREADS"] = "1"
     chapter = REPO / "book" / "quadratic_threshold.ipynb"
     try:
-        run = subprocess.run([str(bindir / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                              "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path), str(chapter)],
-                             capture_output=True, text=True, env=env, timeout=300, cwd=REPO / "book")
+        run = subprocess.run(
+            [
+                str(bindir / "jupyter"),
+                "nbconvert",
+                "--to",
+                "notebook",
+                "--execute",
+                "--ExecutePreprocessor.timeout=600",
+                "--output-dir",
+                str(tmp_path),
+                str(chapter),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            cwd=REPO / "book",
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("jupyter nbconvert --execute did not finish within 300 s (the hang of issue 15)")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -294,24 +382,45 @@ def test_local_path_nbconvert_executes_a_chapter(tmp_path):
 def test_every_bibliography_entry_has_a_link():
     """A DOI, an arXiv id (eprint) or a URL on every entry of references.bib (an ISBN for a book)."""
     from pybtex.database import parse_file
+
     bib = parse_file(str(REPO / "references.bib"))
-    missing = [key for key, e in bib.entries.items()
-               if not any(f in e.fields for f in ("doi", "url", "eprint"))
-               and not (e.type == "book" and "isbn" in e.fields)]
+    missing = [
+        key
+        for key, e in bib.entries.items()
+        if not any(f in e.fields for f in ("doi", "url", "eprint")) and not (e.type == "book" and "isbn" in e.fields)
+    ]
     assert missing == [], f"references.bib entries without doi/url/eprint: {missing}"
 
 
 # ------------------------------------------------------------------------------------------------
 # The student edition, built from a mini-book with the book's configuration
 # ------------------------------------------------------------------------------------------------
-def build_mini_book(root: Path, config: Path, out: Path, builder: str = "html",
-                    repo: str = "") -> subprocess.CompletedProcess:
+def build_mini_book(
+    root: Path, config: Path, out: Path, builder: str = "html", repo: str = ""
+) -> subprocess.CompletedProcess:
     jb = Path(sys.executable).parent / "jupyter-book"
     env = dict(os.environ, BOOK_BUILD="1", BOOK_REPOSITORY_URL=repo)
     env.pop("MPLBACKEND", None)
-    return subprocess.run([str(jb), "build", str(root), "--config", str(config), "--path-output", str(out),
-                           "-W", "-n", "--keep-going", "--builder", builder],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            str(jb),
+            "build",
+            str(root),
+            "--config",
+            str(config),
+            "--path-output",
+            str(out),
+            "-W",
+            "-n",
+            "--keep-going",
+            "--builder",
+            builder,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -322,30 +431,88 @@ def mini_book(tmp_path_factory) -> Path:
     for name in ("_static", "_ext"):
         (root / "book" / name).symlink_to(REPO / "book" / name)
     write(root / "book" / "intro.md", "# Mini book\n\nThe threshold $2/\\eta$; see {ref}`ex-mini`.\n")
-    write(root / "book" / "chapter.md", "\n".join([
-        "# A chapter", "", "## Exercises", "",
-        "```{exercise} Threshold", ":label: ex-mini", "Show that GD on $\\lambda x^2/2$ is stable iff $\\eta\\lambda<2$.", "```",
-        "", "```{solution} ex-mini", ":class: dropdown", "MINI-SOLUTION-TEXT: the factor is $1-\\eta\\lambda$.", "```", ""]))
+    write(
+        root / "book" / "chapter.md",
+        "\n".join(
+            [
+                "# A chapter",
+                "",
+                "## Exercises",
+                "",
+                "```{exercise} Threshold",
+                ":label: ex-mini",
+                "Show that GD on $\\lambda x^2/2$ is stable iff $\\eta\\lambda<2$.",
+                "```",
+                "",
+                "```{solution} ex-mini",
+                ":class: dropdown",
+                "MINI-SOLUTION-TEXT: the factor is $1-\\eta\\lambda$.",
+                "```",
+                "",
+            ]
+        ),
+    )
     # The bug of the review (flatness_bias Thm 6.2, rotational_polarity Thm 5.2): display math written
     # inside a list item of a theorem, on lines of their own but not indented.
-    write(root / "book" / "broken.md", "\n".join([
-        "# Broken math", "", "```{prf:theorem} Final sharpness", ":label: thm-broken", "",
-        "1. **Final sharpness.** If every step is stable, then", "$$S(\\theta_\\infty)=\\sqrt{d_0^2+4y^2}$$",
-        "Gradient flow from the same start conserves $d$ and stays below $\\eta\\|r_t\\|<\\sqrt2$.",
-        "2. **Polarity.** The rotation satisfies", "$$S(\\theta)=\\frac{2}{\\eta}$$", "```", "",
-        "The same statement written correctly:", "",
-        "1. **Final sharpness.** If every step is stable, then", "",
-        "   $$", "   S(\\theta_\\infty)=\\sqrt{d_0^2+4y^2}", "   $$ (eq-mini)", "",
-        "   as {eq}`eq-mini` says.", ""]))
-    write(root / "book" / "refs.md", "# References\n\nSee {cite:t}`cohen2021eos`.\n\n```{bibliography}\n:filter: docname in docnames\n```\n")
-    write(root / "book" / "nbpage.ipynb", json.dumps({
-        "cells": [{"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["# A notebook page"]},
-                  {"cell_type": "code", "id": "c1", "metadata": {}, "execution_count": None, "outputs": [],
-                   "source": ["print(6 * 7)"]}],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5}))
-    write(root / "_toc.yml", "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapter\n"
-          "  - file: book/broken\n  - file: book/nbpage\n  - file: book/refs\n")
+    write(
+        root / "book" / "broken.md",
+        "\n".join(
+            [
+                "# Broken math",
+                "",
+                "```{prf:theorem} Final sharpness",
+                ":label: thm-broken",
+                "",
+                "1. **Final sharpness.** If every step is stable, then",
+                "$$S(\\theta_\\infty)=\\sqrt{d_0^2+4y^2}$$",
+                "Gradient flow from the same start conserves $d$ and stays below $\\eta\\|r_t\\|<\\sqrt2$.",
+                "2. **Polarity.** The rotation satisfies",
+                "$$S(\\theta)=\\frac{2}{\\eta}$$",
+                "```",
+                "",
+                "The same statement written correctly:",
+                "",
+                "1. **Final sharpness.** If every step is stable, then",
+                "",
+                "   $$",
+                "   S(\\theta_\\infty)=\\sqrt{d_0^2+4y^2}",
+                "   $$ (eq-mini)",
+                "",
+                "   as {eq}`eq-mini` says.",
+                "",
+            ]
+        ),
+    )
+    write(
+        root / "book" / "refs.md",
+        "# References\n\nSee {cite:t}`cohen2021eos`.\n\n```{bibliography}\n:filter: docname in docnames\n```\n",
+    )
+    write(
+        root / "book" / "nbpage.ipynb",
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "markdown", "id": "m1", "metadata": {}, "source": ["# A notebook page"]},
+                    {
+                        "cell_type": "code",
+                        "id": "c1",
+                        "metadata": {},
+                        "execution_count": None,
+                        "outputs": [],
+                        "source": ["print(6 * 7)"],
+                    },
+                ],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        ),
+    )
+    write(
+        root / "_toc.yml",
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/chapter\n"
+        "  - file: book/broken\n  - file: book/nbpage\n  - file: book/refs\n",
+    )
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     return root
 
@@ -363,7 +530,7 @@ def test_student_build_has_exercises_but_no_solutions(mini_book):
     joined = "\n".join(tex)
     assert "prose typeset as math" in joined and ("raw TeX '$'" in joined or "raw TeX '\\\\sqrt'" in joined), joined
     broken = (teacher_site / "book" / "broken.html").read_text()
-    assert 'class="eqno"' in broken and 'href="#equation-eq-mini"' in broken   # numbered, referenced
+    assert 'class="eqno"' in broken and 'href="#equation-eq-mini"' in broken  # numbered, referenced
     # No repository configured: no launch button, no repository link, no placeholder anywhere.
     assert sc.launch_links(teacher_site / "book" / "nbpage.html") == []
     assert sc.placeholder_urls(teacher_site) == []
@@ -387,18 +554,21 @@ def test_student_build_has_exercises_but_no_solutions(mini_book):
 
 def test_launch_buttons_only_with_a_repository(mini_book):
     """With REPO, notebook pages get Binder and Colab buttons for that repository; a placeholder is refused."""
-    built = build_mini_book(mini_book, mini_book / "_config.yml", mini_book / "out-repo",
-                            repo="https://github.com/ada/instabilities-book")
+    built = build_mini_book(
+        mini_book, mini_book / "_config.yml", mini_book / "out-repo", repo="https://github.com/ada/instabilities-book"
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     site = mini_book / "out-repo" / "_build" / "html"
     links = sc.launch_links(site / "book" / "nbpage.html")
     assert any("mybinder.org/v2/gh/ada/instabilities-book/main" in u for u in links), links
-    assert any("colab.research.google.com/github/ada/instabilities-book/blob/main/book/nbpage.ipynb" in u
-               for u in links), links
-    assert sc.launch_links(site / "book" / "chapter.html") == []      # a markdown page: nothing to launch
+    assert any(
+        "colab.research.google.com/github/ada/instabilities-book/blob/main/book/nbpage.ipynb" in u for u in links
+    ), links
+    assert sc.launch_links(site / "book" / "chapter.html") == []  # a markdown page: nothing to launch
     assert sc.placeholder_urls(site) == []
-    refused = build_mini_book(mini_book, mini_book / "_config.yml", mini_book / "out-bad",
-                              repo="https://github.com/OWNER/instabilities-book")
+    refused = build_mini_book(
+        mini_book, mini_book / "_config.yml", mini_book / "out-bad", repo="https://github.com/OWNER/instabilities-book"
+    )
     assert refused.returncode != 0 and "not a repository URL" in refused.stdout + refused.stderr
 
 
@@ -418,8 +588,9 @@ def test_latex_sources_of_the_pdf_path(mini_book):
 def test_browser_check_detects_broken_images_untypeset_math_and_foreign_requests(tmp_path, chromium):
     if not (MATHJAX / "tex-chtml.js").is_file():
         pytest.fail("local MathJax missing: run `make setup` (scripts/fetch_mathjax.sh)")
-    from instabilities import widgets
     import matplotlib.pyplot as plt
+
+    from instabilities import widgets
 
     site = tmp_path / "site"
     (site / "_static").mkdir(parents=True)
@@ -433,14 +604,20 @@ def test_browser_check_detects_broken_images_untypeset_math_and_foreign_requests
 
     slider = widgets.frame_slider_html(draw, [0.5, 1.0, 2.0], "eta")
     mathjax = '<script defer src="_static/mathjax/tex-chtml.js"></script>'
-    write(site / "good.html", f"<html><head>{mathjax}</head><body>"
-          r'<p><span class="math notranslate nohighlight">\(\eta\lambda<2\)</span></p>'
-          f'<img src="fig.png">{slider}</body></html>')
-    write(site / "bad.html", "<html><body>"
-          r'<p><span class="math notranslate nohighlight">\(x^2\)</span></p>'
-          '<img src="missing.png"><img src="http://127.0.0.1:9/elsewhere.png">'
-          '<div class="frame-slider"><img src="gone.png"></div>'
-          "<script>throw new Error('boom')</script></body></html>")
+    write(
+        site / "good.html",
+        f"<html><head>{mathjax}</head><body>"
+        r'<p><span class="math notranslate nohighlight">\(\eta\lambda<2\)</span></p>'
+        f'<img src="fig.png">{slider}</body></html>',
+    )
+    write(
+        site / "bad.html",
+        "<html><body>"
+        r'<p><span class="math notranslate nohighlight">\(x^2\)</span></p>'
+        '<img src="missing.png"><img src="http://127.0.0.1:9/elsewhere.png">'
+        '<div class="frame-slider"><img src="gone.png"></div>'
+        "<script>throw new Error('boom')</script></body></html>",
+    )
     with sc.serve(site) as origin, sc.Browser(chromium) as browser:
         good = sc.inspect_page(browser, origin + "good.html", origin, tmp_path / "good.png")
         bad = sc.inspect_page(browser, origin + "bad.html", origin)
@@ -451,8 +628,8 @@ def test_browser_check_detects_broken_images_untypeset_math_and_foreign_requests
     assert "MathJax did not typeset" in text
     assert "missing.png" in text and "gone.png" in text
     assert "frame slider without loadable frames" in text
-    assert "127.0.0.1:9/elsewhere.png" in text           # a request outside the site
-    assert "boom" in text                                 # a JavaScript exception
+    assert "127.0.0.1:9/elsewhere.png" in text  # a request outside the site
+    assert "boom" in text  # a JavaScript exception
 
 
 # ------------------------------------------------------------------------------------------------
@@ -510,9 +687,13 @@ def test_figures_numbered_and_captioned(site):
         assert problems == []
     elif problems:
         import warnings
+
         pages = sorted({p.split(":")[0] for p in problems})
-        warnings.warn(f"{len(problems)} figure problems on {len(pages)} chapters (report only; "
-                      f"FIGURES_STRICT makes this fail): {problems[:6]}")
+        warnings.warn(
+            f"{len(problems)} figure problems on {len(pages)} chapters (report only; "
+            f"FIGURES_STRICT makes this fail): {problems[:6]}",
+            stacklevel=2,
+        )
 
 
 def test_footer_stamp_and_favicon_on_every_page(site):
@@ -537,7 +718,7 @@ def test_pages_in_browser(site, chromium):
     every image (and frame-slider frame) loads, no request leaves the site, no JavaScript error, no
     page wider than the window, and (on the phone) no chapter figure shrunk below a readable size.
     Screenshots go to _build/screenshots/{desktop,phone}."""
-    pages = sc.html_pages(site, redirects=False)   # redirects (index.html) are checked as links
+    pages = sc.html_pages(site, redirects=False)  # redirects (index.html) are checked as links
     shutil.rmtree(sc.SCREENSHOTS, ignore_errors=True)
     problems, reports = [], []
     with sc.serve(site) as origin, sc.Browser(chromium) as browser:
@@ -545,8 +726,8 @@ def test_pages_in_browser(site, chromium):
             browser.set_viewport(width, height, mobile)
             for page in pages:
                 rel = page.relative_to(site).as_posix()
-                shot = sc.SCREENSHOTS / label / (rel[:-len(".html")].replace("/", "__") + ".png")
-                report = sc.inspect_page(browser, origin + rel, origin, shot)
+                shot = sc.SCREENSHOTS / label / (rel[: -len(".html")].replace("/", "__") + ".png")
+                report = sc.inspect_page(browser, origin + rel, origin, shot, window_width=width)
                 if label == "desktop":
                     reports.append(report)
                 problems += [f"[{label} {width}px] {p}" for p in report.problems(origin)]

@@ -64,6 +64,10 @@ from .eigen import (
 from .eigen import (
     vector_angle as vector_angle,
 )
+from .eigen import (
+    TraceEstimate as TraceEstimate,
+    hutchinson_trace as hutchinson_trace,
+)
 from .operator import (
     HessianOperator as HessianOperator,
 )

@@ -420,3 +420,37 @@ def batched_top_eigenpairs(objective: Objective, Theta: torch.Tensor, k: int = 1
     return BatchedEigResult(torch.cat([r.values for r in parts]), torch.cat([r.vectors for r in parts]),
                             torch.cat([r.residuals for r in parts]), max(r.n_matvec for r in parts),
                             torch.cat([r.converged for r in parts]))
+
+
+@dataclasses.dataclass
+class TraceEstimate:
+    """Hutchinson estimate of ``tr H``: ``estimate`` (mean over probes), its standard error ``stderr``,
+    the per-probe values ``samples`` and the number of Hessian-vector products ``n_matvec``."""
+
+    estimate: float
+    stderr: float
+    samples: torch.Tensor
+    n_matvec: int
+
+
+def hutchinson_trace(objective: Objective, theta: torch.Tensor, n_samples: int = 50, seed: int = 0,
+                     block: int = 10, hvp_method: str = "reverse") -> TraceEstimate:
+    """Trace of the Hessian by Hutchinson's estimator (Hutchinson, 1989): the mean of ``v^T H v`` over
+    Rademacher probes ``v`` (entries +-1), unbiased with variance ``2 sum_{i != j} H_ij^2`` per probe.
+    Probes are applied in blocks of ``block`` Hessian-vector products."""
+    if n_samples < 2:
+        raise ConfigError(f"n_samples={n_samples} must be >= 2 (the standard error needs two probes).")
+    if block < 1:
+        raise ConfigError(f"block={block} must be >= 1.")
+    op = HessianOperator(objective, theta, hvp_method)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    vals = []
+    done = 0
+    while done < n_samples:
+        b = min(block, n_samples - done)
+        V = (torch.randint(0, 2, (op.dim, b), generator=gen, dtype=torch.int64) * 2 - 1).to(op.dtype).to(op.device)
+        HV = op.matmat(V)
+        vals.append((V * HV).sum(0).to(torch.float64).cpu())
+        done += b
+    samples = torch.cat(vals)
+    return TraceEstimate(float(samples.mean()), float(samples.std() / math.sqrt(len(samples))), samples, op.n_matvec)

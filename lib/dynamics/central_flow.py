@@ -102,6 +102,7 @@ def sharpness_gradients(objective: Objective, w: torch.Tensor, U: torch.Tensor) 
 def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: int, substeps: int = 2,
                  n_eigs: int = 3, critical: float = 1.95, record_every: int = 1, eig_tol: float = 1e-5,
                  hessian_objective: Objective | None = None, max_eigs: int | None = None,
+                 stable_eig_every: int = 1,
                  progress: Callable[[int, int], None] | None = None) -> CentralFlowResult:
     """Integrate the GD central flow for ``steps`` units of time (GD steps) with ``substeps`` Euler substeps
     per unit. Eigenvalues above ``critical / eta`` (of the top ``n_eigs``, by warm-started Lanczos at every
@@ -112,6 +113,7 @@ def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: 
     require_positive_int("substeps", substeps)
     require_positive_int("n_eigs", n_eigs)
     require_positive_int("record_every", record_every)
+    require_positive_int("stable_eig_every", stable_eig_every)
     if not 0 < critical <= 2:
         raise ConfigError(f"critical={critical!r} must lie in (0, 2]; eigenvalues above critical/eta count as at 2/eta.")
     hess_obj = hessian_objective or objective
@@ -127,11 +129,15 @@ def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: 
     diverged = False
     max_eigs = max(max_eigs or 2 * n_eigs, n_eigs)
     k_track = n_eigs
+    lam = None
     for s in range(steps * substeps + 1):
-        op = curvature.HessianOperator(hess_obj, w, "reverse")
-        r = curvature.lanczos(op, k_track, max_iter=300, tol=eig_tol, v0=v0, seed=s)
-        v0 = r.vectors
-        lam = r.values.double()
+        record = s % substeps == 0 and (s // substeps) % record_every == 0
+        far = lam is not None and float(lam[0]) < 0.85 * critical / eta
+        if not far or record or s % stable_eig_every == 0:
+            op = curvature.HessianOperator(hess_obj, w, "reverse")
+            r = curvature.lanczos(op, k_track, max_iter=300, tol=eig_tol, v0=v0, seed=s)
+            v0 = r.vectors
+            lam = r.values.double()
         crit = lam > critical / eta
         kc = int(crit.sum())
         if kc == k_track and k_track < max_eigs:
@@ -160,7 +166,7 @@ def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: 
             loss = loss.detach()
             drift = torch.zeros_like(w)
             sigma2 = 0.0
-        if s % substeps == 0 and (s // substeps) % record_every == 0:
+        if record:
             i = (s // substeps) // record_every
             loss_r[i], pred_r[i] = float(loss), float(loss) + sigma2 / eta
             eig_r[i], sig_r[i], crit_r[i] = lam[:n_eigs].numpy(), sigma2, kc

@@ -24,7 +24,7 @@ Theorem 2 (eq. 28) runs ``lambda_min(Sigma_eps) T <= tr C <= lambda_max(Sigma_ep
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -203,7 +203,8 @@ def minimal_fluctuation_weights(depth: int, V, Sx, Se, widths: Sequence[int] | N
                                 seed: int | None = None) -> list[np.ndarray]:
     """Lemma 5 (eqs. 65-66): a global minimum that minimises ``tr C``, i.e. where SGD goes as ``eta -> 0``.
 
-    ``sqrt(Sigma_eps) W_D = L Sigma_D U_{D-1}^T``, ``W_i = U_i Sigma_i U_{i-1}^T``, ``W_1 sqrt(Sigma_x) = U_1 Sigma_1 R``
+    ``sqrt(Sigma_eps) W_D = L Sigma_D U_{D-1}^T``, ``W_i = U_i Sigma_i U_{i-1}^T``,
+    ``W_1 sqrt(Sigma_x) = U_1 Sigma_1 R``
     with ``L S R`` the compact SVD of the whitened teacher; the ``U_i`` (orthonormal columns; the first ``r``
     unit vectors, or random with ``seed``) are the remaining freedom, which changes neither ``T`` nor the spectrum.
     Middle layers are multiples of partial isometries (condition number 1).
@@ -234,7 +235,8 @@ def predicted_trace(depth: int, V, Sx, Se) -> float:
 
 
 def minimal_trace(depth: int, V, Sx) -> float:
-    """Eq. 15: ``T_min = D (tr S_hat)^{2(D-1)/D} (d_y tr Sigma_x)^{1/D}``, ``S_hat`` the singular values of ``V Sigma_x^{1/2}``."""
+    """Eq. 15: ``T_min = D (tr S_hat)^{2(D-1)/D} (d_y tr Sigma_x)^{1/D}``, ``S_hat`` the singular values of
+    ``V Sigma_x^{1/2}``."""
     depth = _check_depth(depth)
     V, Sx = _check(V, Sx)
     s = np.linalg.svd(V @ _sym_sqrt(Sx), compute_uv=False)
@@ -247,7 +249,8 @@ def predicted_fluctuation(depth: int, V, Sx, Se) -> float:
 
 
 def two_by_two_trace(sigma: float | np.ndarray, depth: int) -> np.ndarray:
-    """Eq. 18: ``T`` for ``V = Sigma_x = I_2``, ``Sigma_eps = diag(1, sigma^2)`` (``T_min = 4 D``; ``T(1/sigma) = T(sigma)``)."""
+    """Eq. 18: ``T`` for ``V = Sigma_x = I_2``, ``Sigma_eps = diag(1, sigma^2)``
+    (``T_min = 4 D``; ``T(1/sigma) = T(sigma)``)."""
     D = _check_depth(depth)
     s = np.asarray(sigma, dtype=float)
     return ((D - 1) * 2 ** (1 / D) * (1 + s) ** ((D - 2) / D) * (1 + s ** 2) ** (1 / D) * (1 + 1 / s)

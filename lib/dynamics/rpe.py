@@ -368,3 +368,151 @@ def explorer_figure(theta0: Sequence[float], eta: float, steps: int, loss: Scala
     ax2.legend(h1 + h2, l1 + l2, loc="upper right", fontsize=7)
     fig.tight_layout()
     return fig
+
+
+# -- diagonal linear networks of any depth (Wang & Roberts 2026, §4.1.2 / App. E) ---------------------------
+#
+# f_DLN(theta_1, ..., theta_n) = prod_i theta_i = Theta and L = z(Theta). With w = (1 / theta_i)_i,
+# dTheta/dtheta_i = Theta w_i and d^2 Theta / dtheta_i dtheta_j = Theta w_i w_j (i != j), 0 (i = j), so
+#     H = (z'' Theta^2 + z' Theta) w w^T - z' Theta diag(w^2).
+
+def dln_output(theta: np.ndarray) -> np.ndarray:
+    """``Theta = prod_i theta_i`` over the last axis."""
+    return np.prod(np.asarray(theta, float), axis=-1)
+
+
+def dln_hessian(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """Hessian of ``z(prod theta_i)`` given ``z'`` (``d1``) and ``z''`` (``d2``) at ``Theta``; shape ``(..., n, n)``:
+    ``(z'' Theta^2 + z' Theta) w w^T - z' Theta diag(w^2)`` with ``w_i = 1 / theta_i``."""
+    t = np.asarray(theta, float)
+    if t.shape[-1] < 2:
+        raise ConfigError("a diagonal linear network needs n >= 2 parameters (last axis).")
+    Th = dln_output(t)
+    w = 1.0 / t
+    a = (np.asarray(d2, float) * Th ** 2 + np.asarray(d1, float) * Th)[..., None, None]
+    H = a * w[..., :, None] * w[..., None, :]
+    idx = np.arange(t.shape[-1])
+    H[..., idx, idx] -= (np.asarray(d1, float) * Th)[..., None] * w ** 2
+    return H
+
+
+def dln_top_eigvec(H: np.ndarray) -> np.ndarray:
+    """Unit top eigenvector of symmetric ``H`` (``(..., n, n)``), sign fixed so that its largest-magnitude
+    component is positive."""
+    vals, vecs = np.linalg.eigh(H)
+    v = vecs[..., -1]
+    k = np.argmax(np.abs(v), axis=-1)
+    s = np.sign(np.take_along_axis(v, k[..., None], axis=-1))
+    return v * s
+
+
+def dln_first_order_tilt(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """First-order relative change ``eps_k`` of the top eigenvector away from ``w / |w|`` caused by ``z' != 0``:
+    ``eps_k = -(z' Theta / A) (w_k^2 - sum_j w_hat_j^2 w_j^2)``, ``A = (z'' Theta^2 + z' Theta) |w|^2``
+    (our perturbation expansion)."""
+    t = np.asarray(theta, float)
+    Th = dln_output(t)
+    w = 1.0 / t
+    wn2 = (w ** 2).sum(-1)
+    A = (np.asarray(d2, float) * Th ** 2 + np.asarray(d1, float) * Th) * wn2
+    mean_w2 = (w ** 4).sum(-1) / wn2
+    return -(np.asarray(d1, float) * Th / A)[..., None] * (w ** 2 - mean_w2[..., None])
+
+
+def polarity_ratio(phi1: np.ndarray, phi2: np.ndarray) -> np.ndarray:
+    """``R(phi1, phi2) = |v_11 / v_12| = |phi2| / (phi1 + sqrt(phi1^2 + phi2^2)) = sqrt(1 + beta^2) - sign(phi1) beta``
+    with ``beta = |phi1 / phi2|``: the tilt of the top eigenvector of the two-parameter DLN (``z'' > 0``),
+    ``phi1 = theta_1^2 - theta_2^2`` and ``phi2 = 2 (z' + z'' Theta) / z''``."""
+    phi1, phi2 = np.asarray(phi1, float), np.asarray(phi2, float)
+    h = np.hypot(phi1, phi2)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the two algebraically equal forms, each without cancellation
+        return np.where(phi1 >= 0, np.abs(phi2) / (phi1 + h), (h - phi1) / np.abs(phi2))
+
+
+def polarity_variables(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(phi1, phi2) = (theta_1^2 - theta_2^2, 2 (z' + z'' Theta) / z'')`` of a two-parameter DLN."""
+    t = _theta(theta)
+    return t[..., 0] ** 2 - t[..., 1] ** 2, 2.0 * (np.asarray(d1, float) + np.asarray(d2, float) * output(t)) / np.asarray(d2, float)
+
+
+def balanced_dln_map(Theta: np.ndarray, eta: float, target: float, n: int) -> np.ndarray:
+    """One GD step of the balanced depth-``n`` DLN (all ``theta_i = Theta^{1/n} > 0``) on ``z = (Theta - target)^2 / 2``,
+    written for ``Theta``: ``Theta^+ = Theta (1 - eta (Theta - target) Theta^{1 - 2/n})^n``."""
+    Th = np.asarray(Theta, float)
+    return Th * (1.0 - eta * (Th - target) * Th ** (1.0 - 2.0 / n)) ** n
+
+
+def orbit_period(xs: np.ndarray, tol: float = 1e-9, max_period: int = 8) -> int:
+    """Smallest ``T <= max_period`` with ``|x_{t+T} - x_t| <= tol (1 + |x_t|)`` over the last ``2 max_period``
+    entries of a converged sequence; ``0`` when none (chaotic or not converged)."""
+    xs = np.asarray(xs, float)
+    tail = xs[-2 * max_period - 1:]
+    for T in range(1, max_period + 1):
+        if np.all(np.abs(tail[T:] - tail[:-T]) <= tol * (1.0 + np.abs(tail[:-T]))):
+            return T
+    return 0
+
+
+# -- a multilayer perceptron as a sum of products (§4.1.1 / App. E.1) -------------------------------------
+
+def path_sum(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Output of the bias-free ReLU MLP ``W_D relu(... relu(W_1 x))`` written as a sum over input-to-output
+    paths ``(m_0, m_1, ..., m_D)`` of the product of the path's weights, times its input ``x_{m_0}`` and the
+    on/off gates of its hidden units: every path is a diagonal linear network ``prod_i theta_i``."""
+    import itertools
+
+    Ws = [np.asarray(W, float) for W in weights]
+    x = np.asarray(x, float)
+    acts, h = [], x
+    for W in Ws[:-1]:  # gates of the hidden units at this input
+        pre = W @ h
+        acts.append(pre > 0)
+        h = np.maximum(pre, 0.0)
+    dims = [Ws[0].shape[1]] + [W.shape[0] for W in Ws]
+    out = np.zeros(dims[-1])
+    for path in itertools.product(*[range(d) for d in dims]):
+        prod = x[path[0]]
+        for layer, W in enumerate(Ws):
+            prod *= W[path[layer + 1], path[layer]]
+            if layer < len(Ws) - 1:
+                prod *= acts[layer][path[layer + 1]]
+        out[path[-1]] += prod
+    return out
+
+
+def relu_mlp(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Forward pass of the bias-free ReLU MLP (for checking :func:`path_sum`)."""
+    h = np.asarray(x, float)
+    for W in weights[:-1]:
+        h = np.maximum(np.asarray(W, float) @ h, 0.0)
+    return np.asarray(weights[-1], float) @ h
+
+
+def balanced_dln_orbit(Theta0: float, eta: float, target: float, n: int, steps: int) -> np.ndarray:
+    """The sequence ``Theta_0, ..., Theta_steps`` of :func:`balanced_dln_map` (``nan`` after a blow-up)."""
+    require_positive_int("steps", steps)
+    require_positive("eta", eta)
+    xs = np.full(steps + 1, np.nan)
+    xs[0] = Theta0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(steps):
+            nxt = float(balanced_dln_map(xs[t], eta, target, n))
+            if not math.isfinite(nxt) or abs(nxt) > 1e8:
+                break
+            xs[t + 1] = nxt
+    return xs
+
+
+def monotone_basin(F, p: float, lo: float, n_grid: int = 4001) -> float:
+    """The left end ``a`` of the largest interval ``[a, p)`` (``a >= lo``) on which the map ``F`` (vectorised)
+    is increasing with ``x < F(x) < p``: there the hypotheses of the two-step monotonicity lemma hold.
+    ``nan`` when no such interval touches ``p`` (e.g. ``F`` decreasing at ``p``: the approach oscillates)."""
+    grid = np.linspace(lo, p, n_grid)[:-1]
+    Fg = F(grid)
+    ok = (Fg > grid) & (Fg < p)
+    inc = np.append(np.diff(Fg) > 0, True)
+    good = ok & inc
+    bad = np.flatnonzero(~good)
+    if len(bad) and bad[-1] >= len(grid) - 2:
+        return float("nan")
+    return float(grid[bad[-1] + 1]) if len(bad) else float(lo)

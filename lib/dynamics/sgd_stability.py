@@ -17,10 +17,11 @@ of GD plus a non-uniformity condition that tightens as ``b`` shrinks.
 and whose spread is the non-uniformity along ``u`` used in the 1-D formula (a projection of
 Wu, Ma & E's matrix criterion onto the sharpest direction; our simplification).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,14 +49,15 @@ def batch_variance_factor(batch_size: int, n: int) -> float:
     return (n - batch_size) / (batch_size * (n - 1))
 
 
-def second_moment_factor(eta: float, sharpness: float | np.ndarray, nonuniformity: float | np.ndarray,
-                         batch_size: int, n: int) -> float | np.ndarray:
+def second_moment_factor(
+    eta: float, sharpness: float | np.ndarray, nonuniformity: float | np.ndarray, batch_size: int, n: int
+) -> float | np.ndarray:
     """``q = (1 - eta a)^2 + eta^2 s^2 (n - b)/(b (n - 1))``: one SGD step multiplies ``E[x^2]`` by ``q``."""
     _check_eta(eta)
     a, s = np.asarray(sharpness, float), np.asarray(nonuniformity, float)
     if np.any(s < 0):
         raise ConfigError("the non-uniformity s is a standard deviation and must be >= 0.")
-    q = (1 - eta * a) ** 2 + eta ** 2 * s ** 2 * batch_variance_factor(batch_size, n)
+    q = (1 - eta * a) ** 2 + eta**2 * s**2 * batch_variance_factor(batch_size, n)
     return float(q) if q.ndim == 0 else q
 
 
@@ -78,8 +80,9 @@ def is_mean_square_stable(eta: float, sharpness: float, nonuniformity: float, ba
     return bool(second_moment_factor(eta, sharpness, nonuniformity, batch_size, n) <= 1.0)
 
 
-def simulate_sgd_1d(curvatures: np.ndarray, eta: float, batch_size: int, steps: int, n_paths: int,
-                    x0: float = 1.0, seed: int = 0) -> np.ndarray:
+def simulate_sgd_1d(
+    curvatures: np.ndarray, eta: float, batch_size: int, steps: int, n_paths: int, x0: float = 1.0, seed: int = 0
+) -> np.ndarray:
     """Monte Carlo of SGD on ``sum_i h_i x^2/(2n)``: returns ``x_t`` for every path, shape ``(n_paths, steps+1)``.
 
     Each step draws a fresh batch of ``batch_size`` distinct examples (without replacement).
@@ -111,7 +114,9 @@ def curvatures_with_moments(n: int, mean: float, std: float) -> np.ndarray:
 
 
 # -- networks -----------------------------------------------------------------------------------
-def per_example_losses(fm: FlatModel, x: torch.Tensor, targets: torch.Tensor, loss: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def per_example_losses(
+    fm: FlatModel, x: torch.Tensor, targets: torch.Tensor, loss: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``theta -> (loss of example 1, ..., loss of example n)`` with the book's conventions (mean = L)."""
     if loss == "mse":
         return lambda theta: 0.5 * (fm(theta, x) - targets).pow(2).sum(-1)
@@ -120,8 +125,9 @@ def per_example_losses(fm: FlatModel, x: torch.Tensor, targets: torch.Tensor, lo
     raise ConfigError(f"loss {loss!r} unknown; choose 'mse' or 'ce'.")
 
 
-def directional_curvatures(per_example: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor,
-                           u: torch.Tensor) -> torch.Tensor:
+def directional_curvatures(
+    per_example: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, u: torch.Tensor
+) -> torch.Tensor:
     """``u^T H_i u`` for every example ``i`` (second derivative of each loss along ``u``), one pass."""
     theta, u = theta.detach(), u.detach().to(theta.dtype)
     first = lambda th: jvp(per_example, (th,), (u,))[1]  # noqa: E731
@@ -133,16 +139,22 @@ def batch_curvature_stats(per_example_curv: np.ndarray | torch.Tensor, eta: floa
     h = np.asarray(torch.as_tensor(per_example_curv).cpu(), float).ravel()
     n = h.size
     a, s = float(h.mean()), float(h.std())
-    return {"a": a, "s": s, "q": second_moment_factor(eta, a, s, batch_size, n),
-            "s_max": max_nonuniformity(eta, a, batch_size, n), "eta_a": eta * a}
+    return {
+        "a": a,
+        "s": s,
+        "q": second_moment_factor(eta, a, s, batch_size, n),
+        "s_max": max_nonuniformity(eta, a, batch_size, n),
+        "eta_a": eta * a,
+    }
 
 
 # -- SGD and its SDE: one update, different example weights ----------------------------------------
 WEIGHTINGS = ("gd", "sgd", "sde")
 
 
-def example_weights(kind: str, batch_sizes: torch.Tensor, n: int, generator: torch.Generator,
-                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def example_weights(
+    kind: str, batch_sizes: torch.Tensor, n: int, generator: torch.Generator, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Random example weights ``w`` (one row per member) with ``grad sum_i w_i l_i`` the step's gradient.
 
     * ``gd``:  ``w_i = 1/n`` (the full-batch gradient);
@@ -174,9 +186,17 @@ def weight_covariance(batch_size: int, n: int) -> np.ndarray:
     return factor * (np.eye(n) - np.full((n, n), 1.0 / n))
 
 
-def train_reweighted(per_example: Callable[[torch.Tensor], torch.Tensor], Theta0: torch.Tensor, eta: float,
-                     kinds: list[str], batch_sizes: list[int], max_steps: int, stop_loss: float, seed: int = 0,
-                     divergence_loss: float = 1e6) -> dict[str, np.ndarray]:
+def train_reweighted(
+    per_example: Callable[[torch.Tensor], torch.Tensor],
+    Theta0: torch.Tensor,
+    eta: float,
+    kinds: list[str],
+    batch_sizes: list[int],
+    max_steps: int,
+    stop_loss: float,
+    seed: int = 0,
+    divergence_loss: float = 1e6,
+) -> dict[str, np.ndarray]:
     """GD, SGD and matched-noise SDE runs as one vmapped population: ``theta <- theta - eta grad sum_i w_i l_i``.
 
     Row ``p`` of ``Theta0`` starts member ``p``, whose weights are of kind ``kinds[p]`` (see
@@ -191,7 +211,9 @@ def train_reweighted(per_example: Callable[[torch.Tensor], torch.Tensor], Theta0
     _check_eta(eta)
     P = Theta0.shape[0]
     if len(kinds) != P or len(batch_sizes) != P:
-        raise ConfigError(f"kinds and batch_sizes need one entry per member ({P}); got {len(kinds)}, {len(batch_sizes)}.")
+        raise ConfigError(
+            f"kinds and batch_sizes need one entry per member ({P}); got {len(kinds)}, {len(batch_sizes)}."
+        )
     for k in kinds:
         if k not in WEIGHTINGS:
             raise ConfigError(f"weighting {k!r} unknown; choose one of {WEIGHTINGS}.")
@@ -201,6 +223,7 @@ def train_reweighted(per_example: Callable[[torch.Tensor], torch.Tensor], Theta0
     dtype = Theta0.dtype
     gen = torch.Generator().manual_seed(seed)
     b_all = torch.as_tensor(batch_sizes)
+
     def weighted(th: torch.Tensor, w: torch.Tensor):
         losses = per_example(th)
         return (w * losses).sum(), losses.mean()
@@ -214,7 +237,7 @@ def train_reweighted(per_example: Callable[[torch.Tensor], torch.Tensor], Theta0
     for t in range(max_steps + 1):
         rows = np.flatnonzero(alive)
         W = torch.empty(rows.size, n, dtype=dtype)
-        for kind in set(kinds[r] for r in rows):
+        for kind in [k for k in WEIGHTINGS if any(kinds[r] == k for r in rows)]:  # fixed order: reproducible draws
             sel = [i for i, r in enumerate(rows) if kinds[r] == kind]
             W[sel] = example_weights(kind, b_all[rows[sel]], n, gen, dtype)
         idx = torch.as_tensor(rows)

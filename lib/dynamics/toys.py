@@ -94,6 +94,23 @@ def self_stabilization_stages(x: np.ndarray, y: np.ndarray, alpha: float, beta: 
     return np.where(~big & ~up, 0, np.where(~big & up, 1, np.where(big & up, 2, 3))).astype(int)
 
 
+def stage_sequence(stages: np.ndarray, min_run: int = 2) -> list[int]:
+    """The order in which an orbit visits the stages: consecutive repeats collapsed, runs shorter than
+    ``min_run`` steps dropped first (a measured orbit flickers across a boundary for a step or two)."""
+    st = np.asarray(stages, dtype=int)
+    if st.size == 0:
+        return []
+    cuts = np.flatnonzero(np.diff(st)) + 1
+    runs = [(int(r[0]), len(r)) for r in np.split(st, cuts)]
+    kept = [v for v, n in runs if n >= min_run]
+    return [v for i, v in enumerate(kept) if i == 0 or v != kept[i - 1]]
+
+
+def is_stage_cycle(seq: list[int]) -> bool:
+    """True when every transition of ``seq`` goes to the next stage (0 -> 1 -> 2 -> 3 -> 0 ...)."""
+    return len(seq) >= 2 and all((b - a) % 4 == 1 for a, b in zip(seq, seq[1:]))
+
+
 def cycle_average_x2(x: np.ndarray, y: np.ndarray, skip_cycles: int = 1) -> float:
     """Average of ``x_t^2`` over whole cycles: from the ``skip_cycles``-th to the last upward zero crossing of ``y``.
 
@@ -307,3 +324,39 @@ def two_param_gd(name: str, x0: float, y0: float, eta: float, steps: int,
             ys.append(yn)
     return {"x": np.asarray(xs), "y": np.asarray(ys), "loss": np.asarray(losses),
             "sharpness": np.asarray(sharp), "diverged": np.asarray(diverged)}
+
+
+# --------------------------------------------------------------------------------------------
+# A 1-D loss whose curvature falls away from the minimum: log cosh
+# --------------------------------------------------------------------------------------------
+
+def logcosh_gd(x0: float, eta: float, steps: int) -> np.ndarray:
+    """GD iterates ``x_0..x_T`` on ``L(x) = log cosh x`` (curvature ``1/cosh^2 x``, equal to 1 at the minimum):
+    ``x <- x - eta tanh x``."""
+    _check_finite(x0=x0)
+    require_positive("eta", eta)
+    require_positive_int("steps", steps)
+    x = np.empty(steps + 1)
+    x[0] = x0
+    for t in range(steps):
+        x[t + 1] = x[t] - eta * math.tanh(x[t])
+    return x
+
+
+def logcosh_two_cycle(eta: float) -> float:
+    """Amplitude ``x* > 0`` of the period-2 orbit ``+-x*`` of GD on ``log cosh`` (the root of ``2x = eta tanh x``);
+    it exists iff ``eta > 2`` (``eta lambda > 2`` with ``lambda = 1`` at the minimum), else 0."""
+    require_positive("eta", eta)
+    if eta <= 2.0:
+        return 0.0
+    lo, hi = 1e-12, eta / 2.0 + 1.0  # g(x) = eta tanh x - 2x: g(lo) > 0 > g(hi)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if eta * math.tanh(mid) - 2 * mid > 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def logcosh_two_cycle_multiplier(eta: float) -> float:
+    """Derivative of the two-step map at the period-2 orbit, ``(1 - eta / cosh^2 x*)^2``; below 1 means attracting."""
+    xs = logcosh_two_cycle(eta)
+    return (1.0 - eta / math.cosh(xs) ** 2) ** 2

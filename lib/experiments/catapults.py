@@ -37,7 +37,7 @@ class CatapultNetConfig(NetConfig):
     widths: tuple[int, ...] = (512,)
     activation: str = "relu"
     eta_lambda0: tuple[float, ...] = (0.5, 1.0, 1.5, 1.9, 2.2, 2.6, 3.0, 3.3, 3.6, 4.0, 5.0, 8.0, 12.0)
-    steps: int = 100
+    steps: int = 60
     eig_every: int = 4
     eig_tol: float = 1e-4
     divergence_loss: float = 1e4
@@ -110,14 +110,15 @@ class CentralFlowConfig(NetConfig):
     n_eigs: int = 3
     record_every: int = 4
     avg_window: int = 8
-    eig_tol: float = 1e-5
+    stable_eig_every: int = 4
+    eig_tol: float = 1e-4
     seed: int = 0
     dtype: str = "float32"
 
     def validate(self) -> None:
         super().validate()
         require_positive("eta", self.eta)
-        for f in ("steps", "substeps", "n_eigs", "record_every", "avg_window"):
+        for f in ("steps", "substeps", "n_eigs", "record_every", "avg_window", "stable_eig_every"):
             require_positive_int(f, getattr(self, f))
         require_positive("eig_tol", self.eig_tol)
         require_choice("dtype", self.dtype, ("float32", "float64"))
@@ -154,7 +155,8 @@ def run_central_flow(cfg: CentralFlowConfig, device: str = "cpu", progress=None)
     rest = None if progress is None else (lambda d, n: progress(n + d, 2 * n))
     cf = central_flow(problem.objective, problem.flat.theta0, cfg.eta, cfg.steps, substeps=cfg.substeps,
                       n_eigs=cfg.n_eigs, record_every=cfg.record_every, eig_tol=cfg.eig_tol,
-                      hessian_objective=problem.hessian_objective, progress=rest)
+                      hessian_objective=problem.hessian_objective, stable_eig_every=cfg.stable_eig_every,
+                      progress=rest)
     gd_loss = np.asarray(hist.train_loss)
     n = min(len(snaps), len(cf.time))
     return {"eta": np.asarray(cfg.eta), "step": np.arange(len(gd_loss)), "gd_loss": gd_loss,

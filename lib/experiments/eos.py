@@ -316,9 +316,9 @@ class EosMomentumConfig(NetConfig):
     widths: tuple[int, ...] = (100, 100)
     beta: float = 0.5
     etas_heavy_ball: tuple[float, ...] = (0.3, 0.45)
-    etas_nesterov: tuple[float, ...] = (0.15, 0.3)
-    steps: int = 600
-    eig_every: int = 25
+    etas_nesterov: tuple[float, ...] = (0.3,)
+    steps: int = 400
+    eig_every: int = 20
     eig_tol: float = 1e-4
     seed: int = 0
     dtype: str = "float32"
@@ -388,19 +388,20 @@ def summarize_momentum(res: dict[str, np.ndarray], settle: int = 100) -> list[di
 @dataclasses.dataclass(frozen=True)
 class EosCrossingConfig(NetConfig):
     """One GD run tracked every ``coarse_every`` steps until ``S >= dense_from * 2/eta``, then at *every*
-    step (warm-started Lanczos) until ``steps``; the iterates of the dense window are kept for the
+    step (warm-started Lanczos) for ``dense_steps`` steps (the run stops there or at ``steps``); the iterates of the dense window are kept for the
     self-stabilization quantities ``x_t`` and ``y_t`` (:func:`self_stabilization_measures`)."""
 
     dataset: str = "mnist1d"
     n_train: int = 1000
     n_test: int = 1000
     widths: tuple[int, ...] = (100, 100)
-    eta: float = 0.4
-    steps: int = 320
+    eta: float = 0.3
+    steps: int = 600
     coarse_every: int = 10
     dense_from: float = 0.9
-    n_eigs: int = 2
-    eig_tol: float = 1e-5
+    dense_steps: int = 160
+    n_eigs: int = 1
+    eig_tol: float = 1e-4
     seed: int = 0
     dtype: str = "float32"
 
@@ -409,6 +410,7 @@ class EosCrossingConfig(NetConfig):
         require_positive("eta", self.eta)
         require_positive_int("steps", self.steps)
         require_positive_int("coarse_every", self.coarse_every)
+        require_positive_int("dense_steps", self.dense_steps)
         require_positive_int("n_eigs", self.n_eigs)
         require_positive("eig_tol", self.eig_tol)
         require_choice("dtype", self.dtype, ("float32", "float64"))
@@ -418,8 +420,9 @@ class EosCrossingConfig(NetConfig):
 
 
 def run_eos_crossing(cfg: EosCrossingConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
-    """Sharpness through the first crossing of ``2/eta``, at every step of the dense window; and the
-    self-stabilization measures there (see :func:`self_stabilization_measures`)."""
+    """Sharpness through the first crossing of ``2/eta``, at every step of the dense window (warm-started
+    Lanczos, as in :func:`~instabilities.train.train`); and the self-stabilization measures there (see
+    :func:`self_stabilization_measures`). Training stops once the dense window is complete."""
     from .. import curvature
 
     tc = cfg.train_config(optimizer="gd", lr=float(cfg.eta), steps=cfg.steps, seed=cfg.seed, device=device,
@@ -427,7 +430,12 @@ def run_eos_crossing(cfg: EosCrossingConfig, device: str = "cpu", progress=None)
     rec: dict[str, list] = {"eig_step": [], "eigs": [], "res": [], "thetas": [], "vecs": []}
     state = {"dense": False, "v0": None}
 
+    class _Done(Exception):
+        pass
+
     def track(ctx: StepContext) -> None:
+        if len(rec["thetas"]) >= cfg.dense_steps:
+            raise _Done  # the dense window is complete: stop training here
         if not (state["dense"] or ctx.step % cfg.coarse_every == 0):
             return
         op = curvature.HessianOperator(ctx.problem.hessian_objective, ctx.theta, "reverse")
@@ -442,14 +450,23 @@ def run_eos_crossing(cfg: EosCrossingConfig, device: str = "cpu", progress=None)
             rec["thetas"].append(ctx.theta.double().cpu().clone())
             rec["vecs"].append(r.vectors[:, 0].double().cpu().clone())
 
-    hist = train(tc, callbacks=[track], progress=progress)
+    losses: list[float] = []
+
+    def log_loss(ctx: StepContext) -> None:
+        losses.append(ctx.history.train_loss[-1])
+
+    try:
+        hist = train(tc, callbacks=[log_loss, track], progress=progress)
+        diverged = hist.diverged
+    except _Done:
+        diverged = False
     eig_step = np.asarray(rec["eig_step"])
     eigs = np.stack(rec["eigs"])
     n_dense = len(rec["thetas"])
     dense_step = eig_step[len(eig_step) - n_dense:]
-    out = {"eta": np.asarray(cfg.eta), "step": np.arange(len(hist.train_loss)),
-           "train_loss": np.asarray(hist.train_loss), "eig_step": eig_step, "eigs": eigs,
-           "eig_residuals": np.stack(rec["res"]), "dense_step": dense_step, "diverged": np.asarray(hist.diverged)}
+    out = {"eta": np.asarray(cfg.eta), "step": np.arange(len(losses)),
+           "train_loss": np.asarray(losses), "eig_step": eig_step, "eigs": eigs,
+           "eig_residuals": np.stack(rec["res"]), "dense_step": dense_step, "diverged": np.asarray(diverged)}
     if n_dense >= 3:
         thetas, vecs = torch.stack(rec["thetas"]), torch.stack(rec["vecs"])
         out.update(self_stabilization_measures(thetas, vecs, eigs[len(eig_step) - n_dense:, 0], cfg.eta))
@@ -465,7 +482,7 @@ def self_stabilization_measures(thetas: torch.Tensor, vecs: torch.Tensor, sharp:
     * ``x_t = u_1(theta_t)^T (theta_t - bar theta_t)``, the displacement along the top eigenvector from
       the second-order midpoint ``bar theta_t = (theta_{t-1} + 2 theta_t + theta_{t+1}) / 4``, which averages
       out a period-2 oscillation (for ``theta_{t +- 1} = bar theta - x u``, ``theta_t = bar theta + x u`` it
-      returns ``x``); sign-aligned so that ``x`` alternates;
+      returns ``x``); the sign of ``u_1`` is arbitrary, so only ``|x_t|`` and ``x_t^2`` carry meaning;
     * ``y_t = (S_{t-1} + 2 S_t + S_{t+1}) / 4 - 2/eta``, the sharpness excess at the same midpoint
       (the measured proxy for ``grad S . (theta - theta^dagger)``).
 
@@ -482,7 +499,8 @@ def fit_self_stabilization(x: np.ndarray, y: np.ndarray, eta: float) -> dict[str
     """Test the two equations of the 2-D map on measured ``x_t``, ``y_t``.
 
     * ``x``-equation ``|x_{t+1}| = |1 + eta y_t| |x_t|``: least-squares slope and correlation of
-      ``log|x_{t+1}/x_t|`` against ``log(1 + eta y_t)`` (prediction: slope 1);
+      ``log|x_{t+1}/x_t|`` against ``log(1 + eta y_t)`` (prediction: slope 1), and the mean growth
+      ``log|x_{t+1}/x_t|`` over the steps with ``y_t > 0`` and with ``y_t < 0`` (prediction: positive, negative);
     * ``y``-equation ``y_{t+1} - y_t = eta (alpha - beta x_t^2 / 2)``: least-squares ``alpha``, ``beta`` and the
       predicted equilibrium ``delta^2 = 2 alpha / beta`` against the measured mean of ``x^2``.
     """
@@ -497,7 +515,11 @@ def fit_self_stabilization(x: np.ndarray, y: np.ndarray, eta: float) -> dict[str
     A = np.stack([np.ones(len(dy)), -0.5 * x[:-1] ** 2], 1)
     (alpha, beta), *_ = np.linalg.lstsq(A, dy, rcond=None)
     corr_y = float(np.corrcoef(x[:-1] ** 2, dy)[0, 1])
-    return {"x_slope": slope, "x_corr": corr_x, "alpha": float(alpha), "beta": float(beta),
+    lg_all = np.log(np.where(ax[1:] > 0, ax[1:], np.nan) / np.where(ax[:-1] > 0, ax[:-1], np.nan))
+    pos, neg = (y[:-1] > 0) & np.isfinite(lg_all), (y[:-1] < 0) & np.isfinite(lg_all)
+    return {"x_growth_pos": float(lg_all[pos].mean()) if pos.any() else np.nan,
+            "x_growth_neg": float(lg_all[neg].mean()) if neg.any() else np.nan,
+            "x_slope": slope, "x_corr": corr_x, "alpha": float(alpha), "beta": float(beta),
             "delta2": float(2 * alpha / beta) if beta > 0 else np.nan, "mean_x2": float(np.mean(x ** 2)),
             "y_corr": corr_y}
 
@@ -517,8 +539,8 @@ experiments.register(
     description="Heavy ball and Nesterov at the edge of stability: plateaus at (2+2b)/eta and (2+2b)/((1+2b)eta).",
     configs={
         "ci": EosMomentumConfig(scale="ci"),
-        "full": EosMomentumConfig(scale="full", n_train=4000, beta=0.9, etas_heavy_ball=(0.1, 0.2),
-                                  etas_nesterov=(0.02, 0.04), steps=6000, eig_every=25, **_FC_FULL),
+        "full": EosMomentumConfig(scale="full", n_train=4000, beta=0.9, etas_heavy_ball=(0.1, 0.2, 0.4),
+                                  etas_nesterov=(0.02, 0.04, 0.08), steps=6000, eig_every=25, **_FC_FULL),
     },
     run=functools.partial(run_eos_momentum, name="eos_momentum"), resumable=True)
 
@@ -539,6 +561,7 @@ experiments.register(
                 "quantities x_t, y_t measured in the network.",
     configs={
         "ci": EosCrossingConfig(scale="ci"),
-        "full": EosCrossingConfig(scale="full", n_train=4000, eta=0.1, steps=2500, coarse_every=25, **_FC_FULL),
+        "full": EosCrossingConfig(scale="full", n_train=4000, eta=0.1, steps=4000, coarse_every=25, dense_steps=1000,
+                                  **_FC_FULL),
     },
     run=run_eos_crossing)

@@ -27,7 +27,7 @@ from .. import curvature
 from . import registry as experiments
 from ..config import Config, ConfigError, require_positive, require_positive_int
 from .common import NetConfig, run_population
-from .rpe import EpisodeConfig, gfs_sharpness
+from .rpe import EpisodeConfig, gfs_sharpness, t_interval
 from ..population import population_configs
 from ..train import build_problem
 
@@ -41,8 +41,8 @@ class GfsDescentConfig(EpisodeConfig):
 
     eta_gfs_values: tuple[float, ...] = (1.6, 2.2, 2.5, 2.8)
     steps: int = 150
-    gfs_every: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    gfs_every: int = 10
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
 
     def validate(self) -> None:
         super().validate()
@@ -56,8 +56,9 @@ class GfsDescentConfig(EpisodeConfig):
 
 def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
     """Arrays ``(n_values, n_seeds, n_points)``: ``gfs`` (GFS sharpness), ``x`` (``log(eta gfs)``),
-    ``basin_distance`` (distance of the GFS minimiser from the first one), ``loss``; ``eta`` and
-    ``eta_s0`` are ``(n_values, n_seeds)``; ``step`` the measured steps."""
+    ``basin_distance`` (distance of the GFS minimiser from the first one), ``loss``; ``eta``, ``eta_s0`` and
+    ``included`` are ``(n_values, n_seeds)``; ``step`` the measured steps. Runs with ``eta S(theta_0) >= 2``
+    (a catapult at step 0) are not ``included``: their ``gfs``, ``x`` and ``basin_distance`` are NaN."""
     if device != "cpu":
         raise ConfigError("gfs_descent is a small CPU experiment; run it with device='cpu'.")
     net = cfg.problem()
@@ -66,9 +67,6 @@ def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -
     gfs0 = torch.as_tensor(gfs_sharpness(net, Theta0, cfg.gfs_step, cfg.gfs_iters)[0])
     V, n = len(cfg.eta_gfs_values), len(cfg.seeds)
     eta = torch.as_tensor(cfg.eta_gfs_values, dtype=torch.float64)[:, None] / gfs0[None, :]  # (V, n)
-    if bool((eta * S0 >= 2.0).any()):
-        raise ConfigError(f"eta S(theta_0) = {(eta * S0).max():.2f} >= 2 for some run: it would start with a "
-                          "catapult; lower the largest eta_gfs.")
     Theta = Theta0.repeat(V, 1)
     h = eta.reshape(-1, 1)
     g = vmap(grad(net.loss))
@@ -86,10 +84,15 @@ def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -
     X = P.reshape(-1, net.n_params)
     for _ in range(cfg.gfs_iters):
         X = X - cfg.gfs_step * g(X)
-    gfs = torch.linalg.eigvalsh(vmap(hessian(net.loss))(X))[:, -1].reshape(V, n, len(idx)).numpy()
+    ok = torch.isfinite(X).all(-1)  # a run that diverged (only runs left out can) has no gradient-flow solution
+    X = torch.where(ok[:, None], X, torch.zeros_like(X))
+    gfs = torch.linalg.eigvalsh(vmap(hessian(net.loss))(X))[:, -1]
+    gfs = torch.where(ok, gfs, torch.full_like(gfs, float("nan"))).reshape(V, n, len(idx)).numpy()
     mins = X.reshape(V, n, len(idx), -1)
-    out = {"gfs": gfs, "x": np.log(eta.numpy()[:, :, None] * gfs),
-           "basin_distance": (mins - mins[:, :, :1]).norm(dim=-1).numpy(),
+    included = (eta * S0[None, :] < 2.0).numpy()  # eta S(theta_0) >= 2 would start with a catapult: left out (NaN)
+    drop = lambda a: np.where(included[:, :, None], a, np.nan)  # noqa: E731
+    out = {"gfs": drop(gfs), "x": drop(np.log(eta.numpy()[:, :, None] * gfs)),
+           "basin_distance": drop((mins - mins[:, :, :1]).norm(dim=-1).numpy()), "included": included,
            "loss": vmap(net.loss)(P.reshape(-1, net.n_params)).reshape(V, n, len(idx)).numpy(),
            "gfs_loss": vmap(net.loss)(X).reshape(V, n, len(idx)).numpy(),
            "eta": eta.numpy(), "eta_s0": (eta * S0[None, :]).numpy(), "step": idx,
@@ -98,8 +101,9 @@ def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -
 
 
 def seed_quantiles(x: np.ndarray, qs: tuple[float, ...] = (0.5, 0.8)) -> dict[float, np.ndarray]:
-    """Quantiles over the seed axis (axis ``-2``) of ``(..., n_seeds, n_points)`` arrays: ``{q: (..., n_points)}``."""
-    return {q: np.quantile(x, q, axis=-2) for q in qs}
+    """Quantiles over the seed axis (axis ``-2``) of ``(..., n_seeds, n_points)`` arrays, ignoring the NaN rows
+    of runs left out: ``{q: (..., n_points)}``."""
+    return {q: np.nanquantile(x, q, axis=-2) for q in qs}
 
 
 # -- de-confounded flatness and generalization ----------------------------------------------------------
@@ -178,19 +182,6 @@ def run_flatness_goldilocks(cfg: GoldilocksConfig, device: str = "cpu", progress
             "reached": stopped >= 0, "diverged": grid(pop.diverged), "n_test": np.asarray(len(prob.data.y_test))}
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval ``(mean, lo, hi)`` over the finite entries of ``values``."""
-    from scipy.stats import t as student_t
-
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else float("nan")), float("nan"), float("nan")
-    m = float(v.mean())
-    half = float(student_t.ppf(0.5 + level / 2, len(v) - 1)) * float(v.std(ddof=1)) / np.sqrt(len(v))
-    return m, m - half, m + half
-
-
 def summarize_goldilocks(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per step size: mean and 95 % t-interval over seeds of the final sharpness, Hessian trace, test
     accuracy and steps to the common loss; the fraction of runs that reached the loss or diverged."""
@@ -213,10 +204,10 @@ def paired_difference(res: dict[str, np.ndarray], key: str, i: int, j: int) -> t
 # -- registration -------------------------------------------------------------------------------------
 
 _GFS_CI = GfsDescentConfig(scale="ci")
-_GFS_FULL = GfsDescentConfig(scale="full", eta_gfs_values=(1.6, 1.9, 2.2, 2.5, 2.8, 3.1), steps=400, gfs_every=2,
-                             gfs_iters=3000, gfs_step=0.01, seeds=tuple(range(20)))
-_GOLD_CI = GoldilocksConfig(scale="ci", dataset="digits", n_train=1500, n_test=297, widths=(32, 32),
-                            etas=(0.1, 0.25, 0.4, 0.6), seeds=(0, 1, 2, 3, 4), stop_loss=0.05, max_steps=1500,
+_GFS_FULL = GfsDescentConfig(scale="full", eta_gfs_values=(1.6, 1.9, 2.2, 2.5, 2.8), steps=400, gfs_every=10,
+                             gfs_iters=2000, gfs_step=0.015, seeds=tuple(range(20)))
+_GOLD_CI = GoldilocksConfig(scale="ci", dataset="digits", n_train=500, n_test=297, widths=(32, 32),
+                            etas=(0.15, 0.3, 0.45, 0.6), seeds=(0, 1, 2, 3, 4), stop_loss=0.05, max_steps=1000,
                             trace_every=50)
 _GOLD_FULL = GoldilocksConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(200, 200),
                               etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2), seeds=tuple(range(10)),

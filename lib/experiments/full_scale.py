@@ -7,9 +7,10 @@ evenly spaced subset whose time is extrapolated linearly to all members) and as 
 the measurement quoted in the project's GPU-performance issue (H100: 64 learning rates x 1000 steps,
 2x100 tanh MLP, 1000 mnist1d examples, 134.7 s as a loop, 3.1 s vmapped). An untimed batched Lanczos
 computation gives every member's sharpness at the shared initialisation and after the last step
-(:func:`instabilities.population.batched_lanczos` on the looped members' final parameters; members left out
-of the loop are re-run as one population with curvature tracking).
+(:func:`instabilities.curvature.batched_lanczos` on the looped members' final parameters; members left out
+of the loop are re-run as one population tracked by :class:`instabilities.curvature.SharpnessTracker`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,14 +19,14 @@ import time
 import numpy as np
 import torch
 
-from . import registry as experiments
 from ..config import Config, ConfigError, require_choice, require_nonnegative, require_positive, require_positive_int
+from ..curvature import batched_lanczos
 from ..data import DATASETS
 from ..losses import LOSSES
 from ..models import ModelSpec
-from ..curvature import batched_lanczos
 from ..population import population_configs, train_population
 from ..train import TrainConfig, build_problem, train
+from . import registry as experiments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +48,9 @@ class PopulationSweepConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        if len(self.etas) == 0 or any(not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0)
-                                      for v in self.etas):
+        if len(self.etas) == 0 or any(
+            not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0) for v in self.etas
+        ):
             raise ConfigError(f"etas={self.etas!r} must be a non-empty tuple of finite step sizes > 0.")
         require_positive_int("steps", self.steps)
         require_positive_int("n_train", self.n_train)
@@ -59,16 +61,30 @@ class PopulationSweepConfig(Config):
         require_choice("dtype", self.dtype, ("float32", "float64"))
         require_nonnegative("loop_members", self.loop_members)
         if not isinstance(self.loop_members, int) or self.loop_members > len(self.etas):
-            raise ConfigError(f"loop_members={self.loop_members!r} must be an integer between 0 (all members) "
-                              f"and len(etas)={len(self.etas)}.")
+            raise ConfigError(
+                f"loop_members={self.loop_members!r} must be an integer between 0 (all members) "
+                f"and len(etas)={len(self.etas)}."
+            )
         ModelSpec(widths=tuple(self.widths), activation=self.activation)  # raises ConfigError on bad widths
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
         """The shared :class:`TrainConfig` of every member (``lr`` is replaced by each member's ``eta``)."""
-        return TrainConfig(dataset=self.dataset, n_train=self.n_train, n_test=100, data_seed=0,
-                           model=ModelSpec(widths=tuple(self.widths), activation=self.activation), loss=self.loss,
-                           optimizer="gd", lr=float(self.etas[0]), steps=self.steps, seed=self.seed,
-                           eig_tol=self.eig_tol, eig_max_iter=self.eig_max_iter, device=device, dtype=self.dtype)
+        return TrainConfig(
+            dataset=self.dataset,
+            n_train=self.n_train,
+            n_test=100,
+            data_seed=0,
+            model=ModelSpec(widths=tuple(self.widths), activation=self.activation),
+            loss=self.loss,
+            optimizer="gd",
+            lr=float(self.etas[0]),
+            steps=self.steps,
+            seed=self.seed,
+            eig_tol=self.eig_tol,
+            eig_max_iter=self.eig_max_iter,
+            device=device,
+            dtype=self.dtype,
+        )
 
 
 def loop_indices(n_members: int, loop_members: int) -> np.ndarray:
@@ -106,8 +122,9 @@ def run_population_sweep(cfg: PopulationSweepConfig, device: str = "cpu", progre
     for n, i in enumerate(idx):
         hist = train(configs[i], problem=prob, keep_theta=True)
         loop_curves.append(np.asarray(hist.train_loss, dtype=float))
-        loop_thetas.append(hist.theta_final if hist.theta_final is not None
-                           else np.full(prob.flat.theta0.numel(), np.nan))
+        loop_thetas.append(
+            hist.theta_final if hist.theta_final is not None else np.full(prob.flat.theta0.numel(), np.nan)
+        )
         if progress is not None:
             progress(n + 1, len(idx) + 2)
     _sync(device)
@@ -120,13 +137,22 @@ def run_population_sweep(cfg: PopulationSweepConfig, device: str = "cpu", progre
         progress(len(idx) + 1, len(idx) + 2)
     # curvature (untimed): at the shared initialisation, and at the final parameters of every member; the
     # looped members' final parameters are at hand, the others are re-run as one tracked population
-    initial = batched_lanczos(prob.hessian_objective, prob.flat.theta0[None], 1, max_iter=cfg.eig_max_iter,
-                              tol=cfg.eig_tol).values[0, 0].item()
+    initial = (
+        batched_lanczos(prob.hessian_objective, prob.flat.theta0[None], 1, max_iter=cfg.eig_max_iter, tol=cfg.eig_tol)
+        .values[0, 0]
+        .item()
+    )
     final_sharpness = np.full(P, np.nan)
     eig_residual = np.full(P, np.nan)
     theta_final = torch.stack([torch.as_tensor(np.asarray(t), dtype=prob.flat.theta0.dtype) for t in loop_thetas])
-    res = batched_lanczos(prob.hessian_objective, theta_final.to(prob.flat.theta0.device), 1,
-                          max_iter=cfg.eig_max_iter, tol=cfg.eig_tol, active=torch.as_tensor(~pop.diverged[idx]))
+    res = batched_lanczos(
+        prob.hessian_objective,
+        theta_final.to(prob.flat.theta0.device),
+        1,
+        max_iter=cfg.eig_max_iter,
+        tol=cfg.eig_tol,
+        active=torch.as_tensor(~pop.diverged[idx]),
+    )
     final_sharpness[idx] = res.values[:, 0].double().cpu().numpy()
     eig_residual[idx] = res.residuals[:, 0].double().cpu().numpy()
     rest = np.setdiff1d(np.arange(P), idx)
@@ -179,13 +205,18 @@ ETAS_CI = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 8), 6))
 ETAS_FULL = tuple(float(v) for v in np.round(np.geomspace(0.02, 2.0, 64), 6))
 
 experiments.register(
-    "population_sweep", chapter="full_scale",
-    description=("learning-rate sweep of full-batch GD (2x100 tanh MLP, 1000 mnist1d examples, MSE) run as a "
-                 "Python loop of separate runs and as one vmapped population: wall times, speed-up, loss "
-                 "agreement, final sharpness per step size. ci: 8 step sizes x 200 steps of a 2x32 MLP, loop "
-                 "timed on all 8; full: the GPU issue's 64 step sizes x 1000 steps, loop timed on all 64 "
-                 "(measured, not extrapolated)."),
-    configs={"ci": PopulationSweepConfig(scale="ci", etas=ETAS_CI, steps=200, widths=(32, 32), eig_max_iter=60),
-             "full": PopulationSweepConfig(scale="full", etas=ETAS_FULL, steps=1000, widths=(100, 100),
-                                           eig_max_iter=100)},
-    run=run_population_sweep)
+    "population_sweep",
+    chapter="full_scale",
+    description=(
+        "learning-rate sweep of full-batch GD (2x100 tanh MLP, 1000 mnist1d examples, MSE) run as a "
+        "Python loop of separate runs and as one vmapped population: wall times, speed-up, loss "
+        "agreement, final sharpness per step size. ci: 8 step sizes x 200 steps of a 2x32 MLP, loop "
+        "timed on all 8; full: the GPU issue's 64 step sizes x 1000 steps, loop timed on all 64 "
+        "(measured, not extrapolated)."
+    ),
+    configs={
+        "ci": PopulationSweepConfig(scale="ci", etas=ETAS_CI, steps=200, widths=(32, 32), eig_max_iter=60),
+        "full": PopulationSweepConfig(scale="full", etas=ETAS_FULL, steps=1000, widths=(100, 100), eig_max_iter=100),
+    },
+    run=run_population_sweep,
+)

@@ -8,11 +8,11 @@ import warnings
 import numpy as np
 import torch
 
-from . import registry as experiments
+from .. import sequence_models as sm
+from ..config import Config, ConfigError, require_positive, require_positive_int
 from ..dynamics import deep_linear as dl
 from ..dynamics import label_noise as ln
-from .. import sequence_models as sm
-from ..config import (Config, ConfigError, require_positive, require_positive_int)
+from . import registry as experiments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +101,8 @@ def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str,
     res.update(steps=np.asarray(out["steps"]), ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
                init_hidden_sq=np.asarray(cfg.init_hidden_sq), replicas=np.asarray(cfg.replicas),
                init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
-                                                   ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth)["sharpness"],
+                                                   ln.noise_covariance(1.0, cfg.noise_trace, d),
+                                                   cfg.depth)["sharpness"],
                n_diverged=diverged.sum(axis=-1).astype(np.int32),
                predicted_sharpness=np.array([p["sharpness"] for p in preds]),
                predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
@@ -316,7 +317,8 @@ def run_relaxed_chain(cfg: RelaxedChainConfig, device: str = "cpu", progress=Non
                ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
                init_hidden_sq=np.asarray(cfg.init_hidden_sq), replicas=np.asarray(R),
                init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
-                                                   ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth)["sharpness"],
+                                                   ln.noise_covariance(1.0, cfg.noise_trace, d),
+                                                   cfg.depth)["sharpness"],
                n_diverged=diverged.sum(axis=-1).astype(np.int32),
                predicted_sharpness=np.array([p["sharpness"] for p in preds]),
                predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
@@ -371,12 +373,12 @@ class ArchConfig(Config):
     archs: tuple[str, ...] = ("mlp", "rnn", "transformer")
     ratios: tuple[float, ...] = (1.0, 100.0)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    noise_trace: float = 2.0
+    noise_trace: float = 1.0
     control_factor: float = 0.01
     eta: float = 0.18
     steps: int = 800
-    anneal_steps: int = 400
-    anneal_factor: float = 0.1
+    anneal_steps: int = 800
+    anneal_factor: float = 0.03
     batch_size: int = 4
     width: int = 12
     seq_len: int = 6
@@ -462,7 +464,7 @@ experiments.register(
                 "1-layer transformer, with a low-noise control.",
     configs={"ci": ArchConfig(scale="ci"),
              "full": ArchConfig(scale="full", ratios=(1.0, 3.0, 10.0, 30.0, 100.0), seeds=tuple(range(8)),
-                                eta=0.05, steps=40000, anneal_steps=10000, batch_size=8, width=64, n_eval=1024,
+                                eta=0.05, steps=40000, anneal_steps=20000, batch_size=8, width=64, n_eval=1024,
                                 final_window=4, snapshot_every=1000)},
     run=run_architectures)
 
@@ -576,7 +578,8 @@ def run_general(cfg: GeneralTheoremConfig, device: str = "cpu", progress=None) -
         replicas=np.asarray(R), burn_in=np.asarray(cfg.burn_in),
         predicted_trace=np.array([[dl.predicted_trace(D, I2, I2, Se) for Se in noises] for D in cfg.depths]),
         predicted_sharpness=np.array([[float(dl.two_by_two_sharpness(s, D)) for s in cfg.sigmas] for D in cfg.depths]),
-        predicted_fluctuation=np.array([[dl.predicted_fluctuation(D, I2, I2, Se) for Se in noises] for D in cfg.depths]),
+        predicted_fluctuation=np.array([[dl.predicted_fluctuation(D, I2, I2, Se) for Se in noises]
+                                        for D in cfg.depths]),
         predicted_conditions=np.array([[dl.layer_conditions(dl.minimal_fluctuation_weights(D, I2, I2, Se))[[0, -1]]
                                         for Se in noises] for D in cfg.depths]),
         minimal_trace=np.array([dl.minimal_trace(D, I2, I2) for D in cfg.depths]))
@@ -619,7 +622,7 @@ class InterventionConfig(Config):
     eta: float = 0.02
     replicas: int = 32
     phase_steps: tuple[int, int, int] = (2000, 4000, 12000)
-    records_per_phase: int = 8
+    records_per_phase: int = 16
     seed: int = 0
 
     def validate(self) -> None:
@@ -681,7 +684,8 @@ def intervention_summary(res: dict[str, np.ndarray]) -> dict[str, float]:
 
 experiments.register(
     "label_noise_general", chapter="label_noise_model",
-    description="Theorem 1 of Xu et al. on their 2x2 example: SGD's Hessian trace vs eq. 14 across noise shapes and depths.",
+    description="Theorem 1 of Xu et al. on their 2x2 example: SGD's Hessian trace vs eq. 14 across noise shapes "
+                "and depths.",
     configs={"ci": GeneralTheoremConfig(scale="ci"),
              "full": GeneralTheoremConfig(scale="full", depths=(2, 3, 4), sigmas=(1.0, 2.0, 3.0, 5.0),
                                           etas=(0.005, 0.01, 0.02), replicas=64, relaxation_times=10.0,
@@ -690,7 +694,8 @@ experiments.register(
 
 experiments.register(
     "label_noise_intervention", chapter="label_noise_model",
-    description="SGD -> GD -> SGD on the 2x2 example: gradient descent freezes the Hessian trace, SGD resumes the drift.",
+    description="SGD -> GD -> SGD on the 2x2 example: gradient descent freezes the Hessian trace, SGD resumes "
+                "the drift.",
     configs={"ci": InterventionConfig(scale="ci"),
              "full": InterventionConfig(scale="full", depth=3, eta=0.01, replicas=64,
                                         phase_steps=(10000, 20000, 80000), records_per_phase=40)},
@@ -698,7 +703,8 @@ experiments.register(
 
 
 # ----------------------------------------------------------------------------- summaries of the stored chain results
-def chain_convergence_summary(res: dict[str, np.ndarray], cfg: RelaxedChainConfig | None = None) -> dict[str, np.ndarray]:
+def chain_convergence_summary(res: dict[str, np.ndarray],
+                              cfg: RelaxedChainConfig | None = None) -> dict[str, np.ndarray]:
     """What the chapter prints about a ``label_noise_chain`` result: per start and pooled ``eta -> 0`` values.
 
     ``degree`` is 2 (parabola) with three or more step sizes, else 1. Returns ``per_start``/``per_start_err``

@@ -11,28 +11,33 @@
 * ``sgd_batch_sweep_cifar10`` - the same at full scale on the first 5,120 CIFAR-10 images (needs a
   local copy of CIFAR-10; ``reproduce`` skips it otherwise).
 
+* ``sgd_sde_contrast`` - GD, SGD and the SDE with SGD's noise covariance (Euler-Maruyama, ``dt = eta``)
+  at one step size, from the same initializations, to a common training loss: the three arms are one
+  update with three laws for the example weights
+  (:func:`instabilities.dynamics.sgd_stability.train_reweighted`).
+
 The chapter separates the two effects: **instability** = the drop in final sharpness when ``eta``
 grows at full batch (no noise); **noise** = the drop when ``B`` shrinks at the smallest ``eta``
-(stable, ``eta S < 2`` throughout). :func:`effect_sizes` computes both from the arrays.
+(stable, ``eta S < 2`` throughout). :func:`effect_sizes` computes both from the arrays and
+:func:`paired_effects` adds Student-t intervals over seeds (:func:`seed_interval`), pairing runs by seed.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .. import experiments  # register (registry) and checkpoint_path (reproduce)
-from .registry import Progress
 from ..config import ConfigError, require_positive, require_positive_int
-from .common import CHECKPOINT_EVERY, NetConfig
 from ..curvature import batched_top_eigenpairs
-from ..population import sweep_groups, train_sweep
 from ..dynamics.sgd_stability import batch_curvature_stats, directional_curvatures, per_example_losses
+from ..population import sweep_groups, train_sweep
 from ..train import Problem, TrainConfig, build_problem
-
+from .common import CHECKPOINT_EVERY, NetConfig
+from .registry import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +47,12 @@ class SGDSweepConfig(NetConfig):
     n_train: int = 256
     widths: tuple[int, ...] = (16, 16)
     # eta S(theta_0) < 2 for both (S(theta_0) <= 3.2 over seeds 0-14), so the edge is reached by progressive
-    # sharpening; 0.6/64 = 0.15/16: the pair (0.6, b=64), (0.15, b=16) has the same noise temperature eta/b
-    etas: tuple[float, ...] = (0.15, 0.6)
-    batch_sizes: tuple[int, ...] = (256, 64, 16)
+    # sharpening; 0.6/32 = 0.3/16: the pair (0.6, b=32), (0.3, b=16) has the same noise temperature eta/b
+    etas: tuple[float, ...] = (0.3, 0.6)
+    batch_sizes: tuple[int, ...] = (256, 32, 16)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     max_steps: int = 3000
-    stop_loss: float = 0.05
+    stop_loss: float = 0.02
     eig_every: int = 50
     eig_tol: float = 1e-3
 
@@ -73,14 +78,27 @@ class SGDSweepConfig(NetConfig):
     def run_config(self, eta: float, batch_size: int, seed: int, device: str = "cpu") -> TrainConfig:
         """The :class:`TrainConfig` of one grid point."""
         full = batch_size == self.n_train
-        return self.train_config(optimizer="gd" if full else "sgd", lr=eta, batch_size=None if full else batch_size,
-                                 steps=self.max_steps, seed=seed, eig_every=self.eig_every, eig_tol=self.eig_tol,
-                                 stop_loss=self.stop_loss, device=device)
+        return self.train_config(
+            optimizer="gd" if full else "sgd",
+            lr=eta,
+            batch_size=None if full else batch_size,
+            steps=self.max_steps,
+            seed=seed,
+            eig_every=self.eig_every,
+            eig_tol=self.eig_tol,
+            stop_loss=self.stop_loss,
+            device=device,
+        )
 
 
-def final_point_diagnostics(cfg: TrainConfig, theta: torch.Tensor, batch_size: int, tol: float = 1e-4,
-                            problem: Problem | None = None,
-                            top: tuple[float, torch.Tensor] | None = None) -> dict[str, float]:
+def final_point_diagnostics(
+    cfg: TrainConfig,
+    theta: torch.Tensor,
+    batch_size: int,
+    tol: float = 1e-4,
+    problem: Problem | None = None,
+    top: tuple[float, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Sharpness at ``theta`` and Wu-Ma-E statistics along its top eigenvector for ``batch_size``.
 
     ``top = (sharpness, u)`` skips the eigen-solve when the top eigenpair is already known.
@@ -98,8 +116,9 @@ def final_point_diagnostics(cfg: TrainConfig, theta: torch.Tensor, batch_size: i
     return stats
 
 
-def run_sgd_batch_sweep(cfg: SGDSweepConfig, device: str = "cpu", progress: Progress | None = None,
-                        experiment: str = "sgd_batch_sweep") -> dict[str, np.ndarray]:
+def run_sgd_batch_sweep(
+    cfg: SGDSweepConfig, device: str = "cpu", progress: Progress | None = None, experiment: str = "sgd_batch_sweep"
+) -> dict[str, np.ndarray]:
     """Run the grid; arrays have shape ``(n_eta, n_batch, n_seed)`` (trajectories add a step axis).
 
     One population per batch size; the final-point sharpness of every run comes from one batched
@@ -113,15 +132,21 @@ def run_sgd_batch_sweep(cfg: SGDSweepConfig, device: str = "cpu", progress: Prog
     n_groups = len(sweep_groups(configs))
     total = n_groups * cfg.max_steps + 1
     ckpt = experiments.checkpoint_path(experiment, cfg, "sweep") if cfg.scale == "full" else None
-    hist = train_sweep(configs, progress=(lambda s, n: progress(s, total)) if progress else None, keep_theta=True,
-                       checkpoint_path=ckpt, checkpoint_every=CHECKPOINT_EVERY)
+    hist = train_sweep(
+        configs,
+        progress=(lambda s, n: progress(s, total)) if progress else None,
+        keep_theta=True,
+        checkpoint_path=ckpt,
+        checkpoint_every=CHECKPOINT_EVERY,
+    )
     n_slots = cfg.max_steps // cfg.eig_every + 1
     hist = hist.padded(np.arange(n_slots) * cfg.eig_every)
     prob = build_problem(configs[0])  # data, model and objective do not depend on the seed
     dtype, dev = prob.flat.theta0.dtype, prob.flat.theta0.device
     Theta = torch.as_tensor(np.nan_to_num(hist.theta), dtype=dtype, device=dev)
-    top = batched_top_eigenpairs(prob.objective, Theta, 1, max_iter=200, tol=cfg.eig_tol,
-                          active=torch.as_tensor(~hist.diverged, device=dev))
+    top = batched_top_eigenpairs(
+        prob.objective, Theta, 1, max_iter=200, tol=cfg.eig_tol, active=torch.as_tensor(~hist.diverged, device=dev)
+    )
     keys = ("sharpness", "max_eta_s", "test_acc", "train_loss", "steps", "dir_a", "dir_s", "q", "s_max")
     out = {k: np.full(shape, np.nan) for k in keys}
     out["diverged"] = np.zeros(shape, dtype=bool)
@@ -134,8 +159,14 @@ def run_sgd_batch_sweep(cfg: SGDSweepConfig, device: str = "cpu", progress: Prog
         out["sharp_traj"][i, j, k] = s_traj
         if not hist.diverged[p]:
             out["test_acc"][i, j, k] = hist.test_acc[p]
-            diag = final_point_diagnostics(configs[p], Theta[p], cfg.batch_sizes[j], cfg.eig_tol, prob,
-                                           top=(float(top.values[p, 0]), top.vectors[p, :, 0]))
+            diag = final_point_diagnostics(
+                configs[p],
+                Theta[p],
+                cfg.batch_sizes[j],
+                cfg.eig_tol,
+                prob,
+                top=(float(top.values[p, 0]), top.vectors[p, :, 0]),
+            )
             out["sharpness"][i, j, k] = diag["sharpness"]
             out["max_eta_s"][i, j, k] = cfg.etas[i] * max(np.nanmax(s_traj, initial=0.0), diag["sharpness"])
             for key in ("a", "s", "q", "s_max"):
@@ -178,8 +209,14 @@ def effect_sizes(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     S = np.nanmean(res["sharpness"], axis=2)
     base = S[0, 0]
-    return {"baseline": np.asarray(base), "instability": base - S[:, 0], "noise": base - S[0, :],
-            "both": base - S, "eta_at_batch": S[0:1, :] - S, "mean_sharpness": S}
+    return {
+        "baseline": np.asarray(base),
+        "instability": base - S[:, 0],
+        "noise": base - S[0, :],
+        "both": base - S,
+        "eta_at_batch": S[0:1, :] - S,
+        "mean_sharpness": S,
+    }
 
 
 def paired_effects(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str, tuple[np.ndarray, ...]]:
@@ -190,36 +227,53 @@ def paired_effects(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str,
     batch size at step size ``eta_i``), ``sharpness[i, j]`` = the final sharpness itself.
     """
     S = res["sharpness"]
-    return {"instability": seed_interval(S[0:1, 0] - S[:, 0], level=level),
-            "noise": seed_interval(S[0, 0:1] - S[0, :], level=level),
-            "batch_drop": seed_interval(S[:, 0:1] - S, level=level),
-            "sharpness": seed_interval(S, level=level)}
+    return {
+        "instability": seed_interval(S[0:1, 0] - S[:, 0], level=level),
+        "noise": seed_interval(S[0, 0:1] - S[0, :], level=level),
+        "batch_drop": seed_interval(S[:, 0:1] - S, level=level),
+        "sharpness": seed_interval(S, level=level),
+    }
 
 
 # mnist1d, widths (256, 256): S(theta_0) is about 8-9.5, so eta <= 0.15 keeps eta S(theta_0) < 2
-_FULL = dict(widths=(256, 256), etas=(0.02, 0.05, 0.15), seeds=(0, 1, 2, 3, 4), max_steps=100_000, stop_loss=0.02,
-             eig_every=1000, eig_tol=1e-4)
+_FULL = dict(
+    widths=(256, 256),
+    etas=(0.02, 0.05, 0.15),
+    seeds=(0, 1, 2, 3, 4),
+    max_steps=100_000,
+    stop_loss=0.02,
+    eig_every=1000,
+    eig_tol=1e-4,
+)
 
 experiments.register(
-    "sgd_batch_sweep", chapter="sgd_instabilities",
+    "sgd_batch_sweep",
+    chapter="sgd_instabilities",
     description="Final sharpness vs step size and batch size (GD and SGD), with Wu-Ma-E stability diagnostics.",
     configs={
         "ci": SGDSweepConfig(scale="ci"),
-        "full": SGDSweepConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000,
-                               batch_sizes=(4000, 256, 64, 16), **_FULL),
+        "full": SGDSweepConfig(
+            scale="full", dataset="mnist1d", n_train=4000, n_test=1000, batch_sizes=(4000, 256, 64, 16), **_FULL
+        ),
     },
-    run=run_sgd_batch_sweep, resumable=True)
+    run=run_sgd_batch_sweep,
+    resumable=True,
+)
 
 experiments.register(
-    "sgd_batch_sweep_cifar10", chapter="sgd_instabilities",
+    "sgd_batch_sweep_cifar10",
+    chapter="sgd_instabilities",
     description="sgd_batch_sweep at full scale on the first 5,120 CIFAR-10 images. Needs a local copy of CIFAR-10 "
-                "(see data.load_dataset).",
+    "(see data.load_dataset).",
     configs={
         "ci": SGDSweepConfig(scale="ci", dataset="cifar10"),  # small, but also needs the local CIFAR-10 copy
-        "full": SGDSweepConfig(scale="full", dataset="cifar10", n_train=5120, n_test=2000,
-                               batch_sizes=(5120, 256, 64, 16), **_FULL),
+        "full": SGDSweepConfig(
+            scale="full", dataset="cifar10", n_train=5120, n_test=2000, batch_sizes=(5120, 256, 64, 16), **_FULL
+        ),
     },
-    run=functools.partial(run_sgd_batch_sweep, experiment="sgd_batch_sweep_cifar10"), resumable=True)
+    run=functools.partial(run_sgd_batch_sweep, experiment="sgd_batch_sweep_cifar10"),
+    resumable=True,
+)
 
 
 # -- SGD against its matched SDE -------------------------------------------------------------------
@@ -235,10 +289,10 @@ class SDEContrastConfig(NetConfig):
     n_train: int = 256
     widths: tuple[int, ...] = (16, 16)
     eta: float = 0.6
-    batch_sizes: tuple[int, ...] = (64, 16)
+    batch_sizes: tuple[int, ...] = (32, 16)
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     max_steps: int = 3000
-    stop_loss: float = 0.05
+    stop_loss: float = 0.02
     eig_tol: float = 1e-3
 
     def validate(self) -> None:
@@ -259,8 +313,9 @@ class SDEContrastConfig(NetConfig):
         return [("gd", self.n_train)] + [(k, b) for b in self.batch_sizes for k in ("sgd", "sde")]
 
 
-def run_sgd_sde_contrast(cfg: SDEContrastConfig, device: str = "cpu", progress: Progress | None = None
-                         ) -> dict[str, np.ndarray]:
+def run_sgd_sde_contrast(
+    cfg: SDEContrastConfig, device: str = "cpu", progress: Progress | None = None
+) -> dict[str, np.ndarray]:
     """Final sharpness and test accuracy of GD, SGD and matched SDE; arrays of shape ``(n_arms, n_seeds)``."""
     from ..dynamics.sgd_stability import train_reweighted
 
@@ -273,8 +328,16 @@ def run_sgd_sde_contrast(cfg: SDEContrastConfig, device: str = "cpu", progress: 
     s0 = batched_top_eigenpairs(prob.objective, Theta0, 1, max_iter=200, tol=cfg.eig_tol).values[:, 0]
     grid = [(a, k) for a in range(len(arms)) for k in range(len(cfg.seeds))]
     per_ex = per_example_losses(prob.flat, prob.data.x_train, prob.train_targets, cfg.loss)
-    out = train_reweighted(per_ex, Theta0[[k for _, k in grid]], cfg.eta, [arms[a][0] for a, _ in grid],
-                           [arms[a][1] for a, _ in grid], cfg.max_steps, cfg.stop_loss, seed=cfg.seeds[0])
+    out = train_reweighted(
+        per_ex,
+        Theta0[[k for _, k in grid]],
+        cfg.eta,
+        [arms[a][0] for a, _ in grid],
+        [arms[a][1] for a, _ in grid],
+        cfg.max_steps,
+        cfg.stop_loss,
+        seed=cfg.seeds[0],
+    )
     ok = ~out["diverged"]
     Theta = torch.as_tensor(np.nan_to_num(out["theta"]), dtype=Theta0.dtype)
     top = batched_top_eigenpairs(prob.objective, Theta, 1, max_iter=200, tol=cfg.eig_tol, active=torch.as_tensor(ok))
@@ -282,18 +345,25 @@ def run_sgd_sde_contrast(cfg: SDEContrastConfig, device: str = "cpu", progress: 
         pred = torch.func.vmap(lambda th: prob.flat(th, prob.data.x_test))(Theta).argmax(-1)
         acc = (pred == prob.data.y_test).double().mean(-1).numpy()
     shape = (len(arms), len(cfg.seeds))
-    res = {"sharpness": np.where(ok, top.values[:, 0].double().numpy(), np.nan).reshape(shape),
-           "test_acc": np.where(ok, acc, np.nan).reshape(shape),
-           "steps": out["steps"].reshape(shape).astype(float), "train_loss": out["train_loss"].reshape(shape),
-           "diverged": out["diverged"].reshape(shape),
-           "sharpness_init": s0.double().numpy(), "kinds": np.asarray([a[0] for a in arms]),
-           "batch_sizes": np.asarray([a[1] for a in arms]), "eta": np.asarray(cfg.eta)}
+    res = {
+        "sharpness": np.where(ok, top.values[:, 0].double().numpy(), np.nan).reshape(shape),
+        "test_acc": np.where(ok, acc, np.nan).reshape(shape),
+        "steps": out["steps"].reshape(shape).astype(float),
+        "train_loss": out["train_loss"].reshape(shape),
+        "diverged": out["diverged"].reshape(shape),
+        "sharpness_init": s0.double().numpy(),
+        "kinds": np.asarray([a[0] for a in arms]),
+        "batch_sizes": np.asarray([a[1] for a in arms]),
+        "eta": np.asarray(cfg.eta),
+    }
     if progress is not None:
         progress(1, 1)
     return res
 
 
-def sde_contrast_summary(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str, dict[int, tuple[np.ndarray, ...]]]:
+def sde_contrast_summary(
+    res: dict[str, np.ndarray], level: float = 0.95
+) -> dict[str, dict[int, tuple[np.ndarray, ...]]]:
     """Per batch size ``b``: Student-t intervals (paired by seed) of SGD - SDE and of GD - SGD.
 
     ``{"sharpness": {b: (mean, lo, hi)}, "test_acc": {...}, "gd_minus_sgd": {...}, "gd_minus_sde": {...}}``;
@@ -301,8 +371,9 @@ def sde_contrast_summary(res: dict[str, np.ndarray], level: float = 0.95) -> dic
     """
     kinds, bs = list(res["kinds"]), list(res["batch_sizes"])
     gd = kinds.index("gd")
-    out: dict[str, dict[int, tuple[np.ndarray, ...]]] = {k: {} for k in
-                                                          ("sharpness", "test_acc", "gd_minus_sgd", "gd_minus_sde")}
+    out: dict[str, dict[int, tuple[np.ndarray, ...]]] = {
+        k: {} for k in ("sharpness", "test_acc", "gd_minus_sgd", "gd_minus_sde")
+    }
     for b in sorted({int(b) for k, b in zip(kinds, bs) if k == "sgd"}, reverse=True):
         i_sgd = next(i for i, (k, bb) in enumerate(zip(kinds, bs)) if k == "sgd" and bb == b)
         i_sde = next(i for i, (k, bb) in enumerate(zip(kinds, bs)) if k == "sde" and bb == b)
@@ -314,13 +385,25 @@ def sde_contrast_summary(res: dict[str, np.ndarray], level: float = 0.95) -> dic
 
 
 experiments.register(
-    "sgd_sde_contrast", chapter="sgd_instabilities",
+    "sgd_sde_contrast",
+    chapter="sgd_instabilities",
     description="GD vs SGD vs the SDE with SGD's noise covariance (same eta, same noise scale, equal training loss): "
-                "final sharpness and test accuracy.",
+    "final sharpness and test accuracy.",
     configs={
         "ci": SDEContrastConfig(scale="ci"),
-        "full": SDEContrastConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(256, 256),
-                                  eta=0.1, batch_sizes=(256, 64, 16), seeds=tuple(range(10)), max_steps=100_000,
-                                  stop_loss=0.02, eig_tol=1e-4),
+        "full": SDEContrastConfig(
+            scale="full",
+            dataset="mnist1d",
+            n_train=4000,
+            n_test=1000,
+            widths=(256, 256),
+            eta=0.1,
+            batch_sizes=(256, 64, 16),
+            seeds=tuple(range(10)),
+            max_steps=100_000,
+            stop_loss=0.02,
+            eig_tol=1e-4,
+        ),
     },
-    run=run_sgd_sde_contrast)
+    run=run_sgd_sde_contrast,
+)
