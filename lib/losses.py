@@ -4,9 +4,10 @@ The MSE loss is :math:`L(\\theta)=\\frac{1}{2n}\\sum_i\\lVert f(x_i;\\theta)-y_i
 outputs, mean over examples), the convention of Cohen et al. (2021). Other codebases drop the
 1/2, which doubles every Hessian eigenvalue: learning rates are only comparable under one convention.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -21,8 +22,10 @@ Objective = Callable[[torch.Tensor], torch.Tensor]  # the one definition: theta 
 def mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Half squared error summed over outputs, averaged over examples."""
     if outputs.shape != targets.shape:
-        raise ConfigError(f"MSE needs outputs and targets of one shape, got {tuple(outputs.shape)} and "
-                          f"{tuple(targets.shape)}; one-hot encode class labels (data.one_hot) first.")
+        raise ConfigError(
+            f"MSE needs outputs and targets of one shape, got {tuple(outputs.shape)} and "
+            f"{tuple(targets.shape)}; one-hot encode class labels (data.one_hot) first."
+        )
     return 0.5 * (outputs - targets).pow(2).sum(-1).mean()
 
 

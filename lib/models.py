@@ -4,11 +4,12 @@ Curvature tools and training loops work on a single flat parameter vector
 ``theta`` (what the book calls :math:`\\theta`); :class:`FlatModel` maps it back to
 the module's named parameters with ``torch.func.functional_call``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -17,7 +18,11 @@ from torch.func import functional_call
 from .config import ConfigError, require_choice, require_positive, require_positive_int
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "softplus": nn.Softplus,
     "identity": nn.Identity,
 }
 ARCHITECTURES = ("mlp", "deep_linear", "cnn")
@@ -67,8 +72,14 @@ def deep_linear(in_dim: int, widths: Sequence[int], out_dim: int) -> nn.Sequenti
 class SmallCNN(nn.Module):
     """Two conv blocks (3x3 conv, activation, 2x2 max-pool) and a linear read-out."""
 
-    def __init__(self, in_shape: Sequence[int], out_dim: int, channels: Sequence[int] = (32, 32),
-                 activation: str = "relu", bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_dim: int,
+        channels: Sequence[int] = (32, 32),
+        activation: str = "relu",
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if len(in_shape) == 1:  # 1-D signals such as mnist1d: (L,) -> (1, L)
             in_shape = (1, in_shape[0])
@@ -81,7 +92,9 @@ class SmallCNN(nn.Module):
             blocks += [conv(c_in, c, 3, padding=1, bias=bias), ACTIVATIONS[activation](), pool(2)]
             c_in, spatial = c, [s // 2 for s in spatial]
         if any(s < 1 for s in spatial):
-            raise ConfigError(f"input {tuple(in_shape)} is too small for {len(channels)} pooling blocks; use fewer channels entries.")
+            raise ConfigError(
+                f"input {tuple(in_shape)} is too small for {len(channels)} pooling blocks; use fewer channels entries."
+            )
         self.features = nn.Sequential(*blocks)
         self.head = nn.Linear(c_in * math.prod(spatial), out_dim, bias=bias)
 

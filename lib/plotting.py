@@ -3,6 +3,7 @@
 Colours come from a sequential map with monotone lightness (viridis), and every series also
 gets its own line style / marker, so figures survive black-and-white printing.
 """
+
 from __future__ import annotations
 
 import matplotlib as mpl
@@ -15,12 +16,23 @@ MARKERS = ["o", "s", "^", "D", "v", "x", "*", "P"]
 
 def use_book_style() -> None:
     """Apply the book's matplotlib style (call once at the top of a chapter)."""
-    mpl.rcParams.update({
-        "figure.figsize": (6.4, 3.6), "figure.dpi": 110, "savefig.dpi": 150,
-        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
-        "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8, "legend.frameon": False,
-        "lines.linewidth": 1.6, "font.size": 10,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.figsize": (6.4, 3.6),
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "legend.fontsize": 8,
+            "legend.frameon": False,
+            "lines.linewidth": 1.6,
+            "font.size": 10,
+        }
+    )
 
 
 def series_colors(n: int, cmap: str = "viridis") -> list:
@@ -30,13 +42,18 @@ def series_colors(n: int, cmap: str = "viridis") -> list:
 
 def series_style(i: int, n: int) -> dict:
     """Colour, line style and marker for series ``i`` of ``n``."""
-    return {"color": series_colors(n)[i], "linestyle": LINESTYLES[i % len(LINESTYLES)],
-            "marker": MARKERS[i % len(MARKERS)], "markevery": 0.1, "markersize": 4}
+    return {
+        "color": series_colors(n)[i],
+        "linestyle": LINESTYLES[i % len(LINESTYLES)],
+        "marker": MARKERS[i % len(MARKERS)],
+        "markevery": 0.1,
+        "markersize": 4,
+    }
 
 
 def threshold_line(ax, eta: float, color="k", label: bool | str = True, factor: float = 2.0, **kw) -> None:
     """Dashed horizontal line at the stability threshold ``factor / eta`` (default 2/eta)."""
-    text = label if isinstance(label, str) else (fr"$2/\eta={factor / eta:.3g}$" if label else None)
+    text = label if isinstance(label, str) else (rf"$2/\eta={factor / eta:.3g}$" if label else None)
     ax.axhline(factor / eta, color=color, linestyle="--", linewidth=1.0, alpha=0.8, label=text, **kw)
 
 
@@ -52,8 +69,11 @@ def plain_log_y(ax) -> None:
     from matplotlib import ticker
 
     ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
-        lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""))
+    ax.yaxis.set_minor_formatter(
+        ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 3, 5) else ""
+        )
+    )
 
 
 def subplots(n: int = 1, ncols: int | None = None, width: float = 3.4, height: float = 3.0, **kw):
@@ -73,4 +93,3 @@ def stored_or_note(ax, stored, text: str | None = None) -> bool:
     ax.set_xticks([])
     ax.set_yticks([])
     return False
-

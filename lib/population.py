@@ -28,6 +28,7 @@ one batched product per layer, so the population costs little more than a single
   far, the alive / diverged / stopped state and the warm-start eigenvectors, and is tied to a hash
   of the whole config list.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -112,8 +113,11 @@ class PopulationHistory:
         return self.train_loss[np.arange(self.size), self.final_step]
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if getattr(self, f.name) is not None}
+        return {
+            f.name: np.asarray(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     def padded(self, eig_step: np.ndarray) -> PopulationHistory:
         """A copy whose curvature arrays cover the tracked steps ``eig_step`` (which extends this
@@ -124,9 +128,12 @@ class PopulationHistory:
             return self
         pad = np.full((self.size, missing) + self.eigs.shape[2:], np.nan)
         return dataclasses.replace(
-            self, eig_step=np.asarray(eig_step, dtype=np.int64), eigs=np.concatenate([self.eigs, pad], 1),
+            self,
+            eig_step=np.asarray(eig_step, dtype=np.int64),
+            eigs=np.concatenate([self.eigs, pad], 1),
             eig_residuals=np.concatenate([self.eig_residuals, pad], 1),
-            eig_matvecs=np.concatenate([self.eig_matvecs, np.zeros(missing, np.int64)]))
+            eig_matvecs=np.concatenate([self.eig_matvecs, np.zeros(missing, np.int64)]),
+        )
 
     @staticmethod
     def concatenate(parts: Sequence[PopulationHistory], order: Sequence[int] | None = None) -> PopulationHistory:
@@ -160,8 +167,9 @@ class PopulationHistory:
 # --------------------------------------------------------------------------------------------
 # configs
 # --------------------------------------------------------------------------------------------
-def population_configs(base: TrainConfig, etas: Sequence[float] | None = None,
-                       seeds: Sequence[int] | None = None) -> list[TrainConfig]:
+def population_configs(
+    base: TrainConfig, etas: Sequence[float] | None = None, seeds: Sequence[int] | None = None
+) -> list[TrainConfig]:
     """The grid ``etas x seeds`` around ``base`` (the step size varies fastest within a seed;
     each member's ``TrainConfig.lr`` is its ``eta``)."""
     etas = list(etas) if etas is not None else [base.lr]
@@ -184,16 +192,20 @@ def check_population(configs: Sequence[TrainConfig]) -> None:
         raise ConfigError("a population needs at least one TrainConfig.")
     first = configs[0]
     if first.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"optimizer={first.optimizer!r} is not batched; populations support "
-                          f"{OPTIMIZERS}. Run it with instabilities.train.train instead.")
+        raise ConfigError(
+            f"optimizer={first.optimizer!r} is not batched; populations support "
+            f"{OPTIMIZERS}. Run it with instabilities.train.train instead."
+        )
     key = _shared_key(first)
     for c in configs[1:]:
         if c.device != first.device:
             raise ConfigError(f"all members must use one device; got {first.device!r} and {c.device!r}.")
         if _shared_key(c) != key:
             diff = sorted(k for k in key if _shared_key(c).get(k) != key.get(k))
-            raise ConfigError(f"population members may differ only in {VARYING}; these fields differ: {diff}. "
-                              "Use population.train_sweep to split such a list into populations.")
+            raise ConfigError(
+                f"population members may differ only in {VARYING}; these fields differ: {diff}. "
+                "Use population.train_sweep to split such a list into populations."
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,8 +231,10 @@ def population_hash(configs: Sequence[TrainConfig]) -> str:
 
 def _hyper(configs: Sequence[TrainConfig], dev: torch.device) -> dict[str, torch.Tensor]:
     """Per-member hyper-parameters as ``(P, 1)`` float64 tensors (the rules of :mod:`optim` take them as such)."""
-    return {k: torch.tensor([float(getattr(c, k)) for c in configs], dtype=torch.float64, device=dev)[:, None]
-            for k in _HYPER}
+    return {
+        k: torch.tensor([float(getattr(c, k)) for c in configs], dtype=torch.float64, device=dev)[:, None]
+        for k in _HYPER
+    }
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
@@ -233,8 +247,14 @@ def _put_rows(t: torch.Tensor, idx: torch.Tensor | None, rows: torch.Tensor) -> 
     return rows if idx is None else t.index_copy(0, idx, rows)
 
 
-def _update(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[str, Any], h: dict[str, torch.Tensor],
-            idx: torch.Tensor | None) -> torch.Tensor:
+def _update(
+    optimizer: str,
+    Theta: torch.Tensor,
+    G: torch.Tensor,
+    state: dict[str, Any],
+    h: dict[str, torch.Tensor],
+    idx: torch.Tensor | None,
+) -> torch.Tensor:
     """Update the members ``idx`` with :func:`instabilities.optim.update` (``G`` holds their gradients,
     in that order); the others keep their parameters and optimizer buffers. Every alive member has
     made the same number of steps, so the step counter of the adaptive rules is shared."""
@@ -245,9 +265,14 @@ def _update(optimizer: str, Theta: torch.Tensor, G: torch.Tensor, state: dict[st
     return _put_rows(Theta, idx, new)
 
 
-def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None,
-                     problem: Problem | None = None, keep_theta: bool = False,
-                     checkpoint_path: str | Path | None = None, checkpoint_every: int = 0) -> PopulationHistory:
+def train_population(
+    configs: Sequence[TrainConfig],
+    progress: Callable[[int, int], None] | None = None,
+    problem: Problem | None = None,
+    keep_theta: bool = False,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 0,
+) -> PopulationHistory:
     """Train every config in ``configs`` at once as one vmapped population (see the module docstring).
 
     All configs must share everything but the fields in ``VARYING`` (:func:`check_population`).
@@ -291,12 +316,16 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
 
     T = c0.steps + 1
     eig_steps = list(range(0, c0.steps + 1, c0.eig_every)) if c0.eig_every else []
-    rec = {"train_loss": np.full((P, T), np.nan), "train_acc": np.full((P, T), np.nan),
-           "eigs": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
-           "eig_residuals": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
-           "eig_matvecs": np.zeros(len(eig_steps), dtype=np.int64),
-           "diverged": np.zeros(P, dtype=bool), "diverged_step": np.full(P, -1, dtype=np.int64),
-           "stopped_step": np.full(P, -1, dtype=np.int64)}
+    rec = {
+        "train_loss": np.full((P, T), np.nan),
+        "train_acc": np.full((P, T), np.nan),
+        "eigs": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
+        "eig_residuals": np.full((P, len(eig_steps), c0.n_eigs), np.nan),
+        "eig_matvecs": np.zeros(len(eig_steps), dtype=np.int64),
+        "diverged": np.zeros(P, dtype=bool),
+        "diverged_step": np.full(P, -1, dtype=np.int64),
+        "stopped_step": np.full(P, -1, dtype=np.int64),
+    }
     alive = torch.ones(P, dtype=torch.bool, device=dev)
     prev_vecs: torch.Tensor | None = None
     # THE sharpness tracker in population mode: batched Lanczos, each member warm-started from its own vectors
@@ -308,9 +337,11 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state.get("population_hash") != key:
-            raise ConfigError(f"checkpoint {ckpt} belongs to another population (hash {state.get('population_hash')}, "
-                              f"this one is {key}: the config list differs); delete it or point checkpoint_path "
-                              "elsewhere.")
+            raise ConfigError(
+                f"checkpoint {ckpt} belongs to another population (hash {state.get('population_hash')}, "
+                f"this one is {key}: the config list differs); delete it or point checkpoint_path "
+                "elsewhere."
+            )
         Theta = state["Theta"].to(dev)
         legacy = {"t": "step", "buf": "momentum_buffer"}  # names of checkpoints written before optim's rules
         opt_state = {legacy.get(k, k): (v.to(dev) if torch.is_tensor(v) else v) for k, v in state["opt_state"].items()}
@@ -324,12 +355,23 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         t0 -= state["wall_seconds"]
 
     def save(next_step: int) -> None:
-        atomic_torch_save({"population_hash": key, "step": next_step, "Theta": Theta.detach().cpu(),
-                            "opt_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt_state.items()},
-                            "perms": perms, "cursor": cursor, "generators": [g.get_state() for g in gens],
-                            "recorded": rec, "alive": alive.cpu(),
-                            "prev_vecs": prev_vecs.cpu() if prev_vecs is not None else None, "e": e,
-                            "wall_seconds": time.perf_counter() - t0}, ckpt)
+        atomic_torch_save(
+            {
+                "population_hash": key,
+                "step": next_step,
+                "Theta": Theta.detach().cpu(),
+                "opt_state": {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in opt_state.items()},
+                "perms": perms,
+                "cursor": cursor,
+                "generators": [g.get_state() for g in gens],
+                "recorded": rec,
+                "alive": alive.cpu(),
+                "prev_vecs": prev_vecs.cpu() if prev_vecs is not None else None,
+                "e": e,
+                "wall_seconds": time.perf_counter() - t0,
+            },
+            ckpt,
+        )
 
     train_loss, train_acc = rec["train_loss"], rec["train_acc"]
     diverged, diverged_step, stopped_step = rec["diverged"], rec["diverged_step"], rec["stopped_step"]
@@ -352,8 +394,11 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         else:
             with torch.no_grad():
                 loss, out = forward_full(Theta_a)
-        acc = ((out.argmax(-1) == labels).to(dtype).mean(-1) if nc > 0
-               else torch.full((rows.size,), float("nan"), dtype=dtype, device=dev))
+        acc = (
+            (out.argmax(-1) == labels).to(dtype).mean(-1)
+            if nc > 0
+            else torch.full((rows.size,), float("nan"), dtype=dtype, device=dev)
+        )
         loss_h = loss.detach().double().cpu().numpy()  # one transfer per step for the whole population
         acc_h = acc.double().cpu().numpy()
         fin_h = torch.isfinite(Theta_a).all(-1).cpu().numpy()
@@ -377,7 +422,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
             B = c0.batch_size
             if cursor + B > c0.n_train:
                 perms, cursor = [torch.randperm(c0.n_train, generator=g) for g in gens], 0
-            batch = torch.stack([perms[p][cursor: cursor + B] for p in rows_next]).to(dev)
+            batch = torch.stack([perms[p][cursor : cursor + B] for p in rows_next]).to(dev)
             cursor += B
             G = grad_batch(_rows(Theta, idx_next), x[batch], y[batch])
         Theta = _update(c0.optimizer, Theta, G.detach(), opt_state, hyper, idx_next).detach()
@@ -392,8 +437,7 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         safe = torch.where(torch.as_tensor(~diverged, device=dev)[:, None], Theta, torch.zeros_like(Theta))
         out = vmap(lambda th: flat(th, prob.data.x_test))(safe)
         tl = vmap(lambda o: loss_value(o, prob.test_targets, c0.loss))(out).double().cpu().numpy()
-        ta = ((out.argmax(-1) == prob.data.y_test).double().mean(-1).cpu().numpy() if nc > 0
-              else np.full(P, np.nan))
+        ta = (out.argmax(-1) == prob.data.y_test).double().mean(-1).cpu().numpy() if nc > 0 else np.full(P, np.nan)
     tl[diverged], ta[diverged] = np.nan, np.nan
     theta = None
     if keep_theta:
@@ -401,14 +445,28 @@ def train_population(configs: Sequence[TrainConfig], progress: Callable[[int, in
         theta[diverged] = np.nan
     n_eval = e
     return PopulationHistory(
-        lr=np.array([c.lr for c in configs]), seed=np.array([c.seed for c in configs]),
-        momentum=np.array([c.momentum for c in configs]), clip=np.array([c.clip for c in configs]),
-        beta1=np.array([c.beta1 for c in configs]), beta2=np.array([c.beta2 for c in configs]),
-        eps=np.array([c.eps for c in configs]), step=np.arange(T),
-        train_loss=train_loss, train_acc=train_acc, test_loss=tl, test_acc=ta,
-        eig_step=np.array(eig_steps[:n_eval], dtype=np.int64), eigs=rec["eigs"][:, :n_eval],
-        eig_residuals=rec["eig_residuals"][:, :n_eval], eig_matvecs=rec["eig_matvecs"][:n_eval], diverged=diverged,
-        diverged_step=diverged_step, stopped_step=stopped_step, wall_seconds=time.perf_counter() - t0, theta=theta)
+        lr=np.array([c.lr for c in configs]),
+        seed=np.array([c.seed for c in configs]),
+        momentum=np.array([c.momentum for c in configs]),
+        clip=np.array([c.clip for c in configs]),
+        beta1=np.array([c.beta1 for c in configs]),
+        beta2=np.array([c.beta2 for c in configs]),
+        eps=np.array([c.eps for c in configs]),
+        step=np.arange(T),
+        train_loss=train_loss,
+        train_acc=train_acc,
+        test_loss=tl,
+        test_acc=ta,
+        eig_step=np.array(eig_steps[:n_eval], dtype=np.int64),
+        eigs=rec["eigs"][:, :n_eval],
+        eig_residuals=rec["eig_residuals"][:, :n_eval],
+        eig_matvecs=rec["eig_matvecs"][:n_eval],
+        diverged=diverged,
+        diverged_step=diverged_step,
+        stopped_step=stopped_step,
+        wall_seconds=time.perf_counter() - t0,
+        theta=theta,
+    )
 
 
 def sweep_checkpoint_paths(checkpoint_path: str | Path, n_groups: int) -> list[Path]:
@@ -425,9 +483,13 @@ def sweep_groups(configs: Sequence[TrainConfig]) -> list[list[int]]:
     return list(groups.values())
 
 
-def train_sweep(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None,
-                keep_theta: bool = False, checkpoint_path: str | Path | None = None,
-                checkpoint_every: int = 0) -> PopulationHistory:
+def train_sweep(
+    configs: Sequence[TrainConfig],
+    progress: Callable[[int, int], None] | None = None,
+    keep_theta: bool = False,
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 0,
+) -> PopulationHistory:
     """Run any list of configs as few populations as possible (e.g. one per batch size or optimizer).
 
     All configs must share ``steps``, ``eig_every`` and ``n_eigs`` so that the results can be
@@ -449,10 +511,19 @@ def train_sweep(configs: Sequence[TrainConfig], progress: Callable[[int, int], N
     for g, idx in enumerate(groups):
         report = None
         if progress is not None:
+
             def report(s: int, _n: int, g: int = g) -> None:
                 progress(g * steps + s, len(groups) * steps)
-        parts.append(train_population([configs[i] for i in idx], report, keep_theta=keep_theta,
-                                      checkpoint_path=paths[g], checkpoint_every=checkpoint_every))
+
+        parts.append(
+            train_population(
+                [configs[i] for i in idx],
+                report,
+                keep_theta=keep_theta,
+                checkpoint_path=paths[g],
+                checkpoint_every=checkpoint_every,
+            )
+        )
         order += idx
     inverse = np.argsort(order)
     return PopulationHistory.concatenate(parts, inverse)
@@ -496,7 +567,13 @@ def time_loop_vs_population(configs: Sequence[TrainConfig]) -> dict[str, float]:
         rel = np.abs(a[ok] - b[ok]) / np.maximum(np.abs(a[ok]), 1e-12)
         per_member.append(float(rel.max()) if rel.size else 0.0)
         early = max(early, float(rel[:10].max()) if rel.size else 0.0)
-    return {"members": len(configs), "steps": configs[0].steps, "loop_seconds": t_loop,
-            "population_seconds": t_pop, "speedup": t_loop / max(t_pop, 1e-12),
-            "max_rel_loss_diff_first_10_steps": early, "max_rel_loss_diff_per_member": per_member,
-            "etas": [c.lr for c in configs]}
+    return {
+        "members": len(configs),
+        "steps": configs[0].steps,
+        "loop_seconds": t_loop,
+        "population_seconds": t_pop,
+        "speedup": t_loop / max(t_pop, 1e-12),
+        "max_rel_loss_diff_first_10_steps": early,
+        "max_rel_loss_diff_per_member": per_member,
+        "etas": [c.lr for c in configs],
+    }

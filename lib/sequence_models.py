@@ -7,6 +7,7 @@ loop, with fresh inputs and fresh label noise every step (online SGD). The trans
 hand-written LayerNorm (no ``nn.LayerNorm``: its higher derivatives are not needed for Hessians, but the
 hand-written one keeps every operation twice differentiable in a transparent way).
 """
+
 from __future__ import annotations
 
 import copy
@@ -97,8 +98,9 @@ class TinyTransformer(nn.Module):
         return self.out(h.mean(-2))
 
 
-def build_sequence_model(arch: str, d_in: int, seq_len: int, d_out: int, width: int = 16, seed: int = 0,
-                         layer_norm: bool = False) -> nn.Module:
+def build_sequence_model(
+    arch: str, d_in: int, seq_len: int, d_out: int, width: int = 16, seed: int = 0, layer_norm: bool = False
+) -> nn.Module:
     """One of ``mlp``, ``rnn``, ``transformer``; the init depends only on ``seed`` (float64)."""
     if arch not in ARCHS:
         raise ConfigError(f"arch={arch!r} is unknown; choose one of {ARCHS}.")
@@ -117,8 +119,16 @@ class SequenceTeacher:
     """Targets ``y = diag(scales) g(x) + eps``: ``g`` a random network of the student's family, each
     output standardised on a reference sample; ``eps ~ N(0, Sigma_eps)`` drawn fresh per call."""
 
-    def __init__(self, arch: str, d_in: int, seq_len: int, scales: Sequence[float], width: int = 16,
-                 seed: int = 1000, n_ref: int = 2048) -> None:
+    def __init__(
+        self,
+        arch: str,
+        d_in: int,
+        seq_len: int,
+        scales: Sequence[float],
+        width: int = 16,
+        seed: int = 1000,
+        n_ref: int = 2048,
+    ) -> None:
         self.net = build_sequence_model(arch, d_in, seq_len, len(scales), width, seed)
         self.d_in, self.seq_len = d_in, seq_len
         gen = torch.Generator().manual_seed(seed)
@@ -139,12 +149,26 @@ def train_sequence_label_noise(*args, **kwargs) -> dict[str, np.ndarray]:
         return _train(*args, **kwargs)
 
 
-def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], eta: float, steps: int,
-           batch_size: int = 8, d_in: int = 3, seq_len: int = 6, width: int = 16,
-           teacher_scales: Sequence[float] = (1.0, 0.25), n_eval: int = 256,
-           final_window: int = 3, snapshot_every: int = 100, layer_norm: bool = False,
-           data_seed: int = 0, device: str = "cpu", anneal_steps: int = 0,
-           anneal_factor: float = 0.1) -> dict[str, np.ndarray]:
+def _train(
+    arch: str,
+    noise_covs: torch.Tensor,
+    seeds: Sequence[int],
+    eta: float,
+    steps: int,
+    batch_size: int = 8,
+    d_in: int = 3,
+    seq_len: int = 6,
+    width: int = 16,
+    teacher_scales: Sequence[float] = (1.0, 0.25),
+    n_eval: int = 256,
+    final_window: int = 3,
+    snapshot_every: int = 100,
+    layer_norm: bool = False,
+    data_seed: int = 0,
+    device: str = "cpu",
+    anneal_steps: int = 0,
+    anneal_factor: float = 0.1,
+) -> dict[str, np.ndarray]:
     """Online SGD with fresh label noise for ``R = len(seeds)`` replicas, replica ``i`` with ``noise_covs[i]``.
 
     ``steps`` steps at step size ``eta``, then ``anneal_steps`` more at ``eta * anneal_factor`` (they bring the
@@ -200,8 +224,10 @@ def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], eta: float
             bad = ~finite | ~torch.isfinite(ev) | (ev > 1e6)
             if bool(bad.any()):
                 alive &= ~bad
-                params = {k: torch.where(bad.to(device).reshape(-1, *[1] * (v.dim() - 1)), torch.zeros_like(v), v)
-                          for k, v in params.items()}
+                params = {
+                    k: torch.where(bad.to(device).reshape(-1, *[1] * (v.dim() - 1)), torch.zeros_like(v), v)
+                    for k, v in params.items()
+                }
             losses.append(torch.where(alive, ev, torch.nan).numpy())
             if t > total - final_window * snapshot_every:
                 snaps.append({k: v.detach().cpu().clone() for k, v in params.items()})
@@ -223,10 +249,17 @@ def _train(arch: str, noise_covs: torch.Tensor, seeds: Sequence[int], eta: float
 
             sharp[j, i] = curvature.sharpness(objective, theta, tol=1e-5, max_iter=100)
             trace[j, i] = gauss_newton_trace(eval_base, {k: snap[k][i].to(device) for k in names}, xe)
-    return {"clean_loss": np.stack(losses), "steps": np.arange(1, len(losses) + 1) * snapshot_every,
-            "sharpness_window": sharp, "final_sharpness": sharp.mean(0), "trace_window": trace,
-            "final_trace": trace.mean(0), "final_clean_loss": losses[-1], "diverged": (~alive).numpy(),
-            "n_params": np.asarray(sum(sizes))}
+    return {
+        "clean_loss": np.stack(losses),
+        "steps": np.arange(1, len(losses) + 1) * snapshot_every,
+        "sharpness_window": sharp,
+        "final_sharpness": sharp.mean(0),
+        "trace_window": trace,
+        "final_trace": trace.mean(0),
+        "final_clean_loss": losses[-1],
+        "diverged": (~alive).numpy(),
+        "n_params": np.asarray(sum(sizes)),
+    }
 
 
 def gauss_newton_trace(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> float:

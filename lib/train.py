@@ -8,26 +8,26 @@ stops and is *recorded* as diverged (``history.diverged``); it does not raise.
 Long runs checkpoint atomically every ``checkpoint_every`` steps and resume from the
 checkpoint when restarted with the same config.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import curvature
-from .config import (Config, ConfigError, require_choice, require_nonnegative, require_positive,
-                     require_positive_int)
+from .config import Config, ConfigError, require_choice, require_nonnegative, require_positive, require_positive_int
 from .data import DATASETS, Dataset, load_dataset
 from .losses import LOSSES, accuracy, loss_value, make_objective, prepare_targets
 from .models import FlatModel, ModelSpec, build_model
 from .optim import OPTIMIZERS, build_optimizer
 from .results import atomic_torch_save
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +82,10 @@ class TrainConfig(Config):
         if self.batch_size is not None:
             require_positive_int("batch_size", self.batch_size)
             if self.batch_size > self.n_train:
-                raise ConfigError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}; use "
-                                  "batch_size=None for full-batch GD.")
+                raise ConfigError(
+                    f"batch_size={self.batch_size} exceeds n_train={self.n_train}; use "
+                    "batch_size=None for full-batch GD."
+                )
         if self.optimizer == "gd" and self.batch_size not in (None, self.n_train):
             raise ConfigError("optimizer='gd' is full batch; set batch_size=None or use optimizer='sgd'.")
         if self.n_hessian is not None:
@@ -122,9 +124,21 @@ class History:
         return np.asarray(self.eigs)[:, 0] if self.eigs else np.zeros(0)
 
     def as_arrays(self) -> dict[str, np.ndarray]:
-        out = {k: np.asarray(getattr(self, k)) for k in
-               ("step", "train_loss", "train_acc", "eval_step", "test_loss", "test_acc", "eig_step", "eigs",
-                "eig_residuals", "eig_matvecs")}
+        out = {
+            k: np.asarray(getattr(self, k))
+            for k in (
+                "step",
+                "train_loss",
+                "train_acc",
+                "eval_step",
+                "test_loss",
+                "test_acc",
+                "eig_step",
+                "eigs",
+                "eig_residuals",
+                "eig_matvecs",
+            )
+        }
         if self.eigvecs:
             out["eigvecs"] = np.stack(self.eigvecs)
         for k, v in self.extra.items():
@@ -143,9 +157,9 @@ class StepContext:
 
     step: int
     theta: torch.Tensor  # detached current parameters
-    history: "History"
+    history: History
     optimizer: torch.optim.Optimizer
-    problem: "Problem"
+    problem: Problem
 
 
 Callback = Callable[[StepContext], None]
@@ -180,9 +194,15 @@ def build_problem(cfg: TrainConfig) -> Problem:
     return Problem(data, flat, ytr, yte, objective, hess_obj)
 
 
-def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path: str | Path | None = None,
-          checkpoint_every: int = 0, keep_theta: bool = False, problem: Problem | None = None,
-          progress: Callable[[int, int], None] | None = None) -> History:
+def train(
+    cfg: TrainConfig,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_path: str | Path | None = None,
+    checkpoint_every: int = 0,
+    keep_theta: bool = False,
+    problem: Problem | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> History:
     """Run ``cfg``; see the module docstring. ``callbacks(ctx: StepContext)`` run every step after
     logging and before the update (``ctx.history.log(name, value)`` records custom series).
 
@@ -193,8 +213,16 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
     torch.manual_seed(cfg.seed)
     prob = problem or build_problem(cfg)
     theta = prob.flat.theta0.clone().requires_grad_(True)
-    opt = build_optimizer(cfg.optimizer, [theta], cfg.lr, momentum=cfg.momentum, beta1=cfg.beta1,
-                          beta2=cfg.beta2, eps=cfg.eps, clip=cfg.clip)
+    opt = build_optimizer(
+        cfg.optimizer,
+        [theta],
+        cfg.lr,
+        momentum=cfg.momentum,
+        beta1=cfg.beta1,
+        beta2=cfg.beta2,
+        eps=cfg.eps,
+        clip=cfg.clip,
+    )
     hist = History()
     start_step = 0
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -204,8 +232,10 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["config_hash"] != cfg.config_hash():
-            raise ConfigError(f"checkpoint {ckpt} belongs to config {state['config_hash']}, not "
-                              f"{cfg.config_hash()}; delete it or point checkpoint_path elsewhere.")
+            raise ConfigError(
+                f"checkpoint {ckpt} belongs to config {state['config_hash']}, not "
+                f"{cfg.config_hash()}; delete it or point checkpoint_path elsewhere."
+            )
         with torch.no_grad():
             theta.copy_(state["theta"])
         opt.load_state_dict(state["optimizer"])
@@ -214,8 +244,9 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
         gen.set_state(state["generator"])
         t_start -= hist.wall_seconds
     # THE sharpness tracker: Lanczos warm-started from the previous eigenvectors, seeded with the step
-    tracker = curvature.SharpnessTracker(k=cfg.n_eigs, solver="lanczos", tol=cfg.eig_tol, max_iter=cfg.eig_max_iter,
-                                         hvp_method="reverse")
+    tracker = curvature.SharpnessTracker(
+        k=cfg.n_eigs, solver="lanczos", tol=cfg.eig_tol, max_iter=cfg.eig_max_iter, hvp_method="reverse"
+    )
     if hist.eigvecs:
         tracker.vectors = torch.as_tensor(hist.eigvecs[-1], dtype=theta.dtype, device=theta.device)
     full_batch = cfg.batch_size is None or cfg.batch_size == cfg.n_train
@@ -263,12 +294,16 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
         if not math.isfinite(train_loss) or train_loss > cfg.divergence_loss or not bool(torch.isfinite(theta).all()):
             hist.diverged, hist.diverged_step = True, step
             break
-        if step == cfg.steps or (cfg.stop_loss > 0 and train_loss < cfg.stop_loss) or hist.train_acc[-1] >= cfg.stop_acc:
+        if (
+            step == cfg.steps
+            or (cfg.stop_loss > 0 and train_loss < cfg.stop_loss)
+            or hist.train_acc[-1] >= cfg.stop_acc
+        ):
             break
         if not full_batch:
             if cursor + cfg.batch_size > cfg.n_train:
                 perm, cursor = torch.randperm(cfg.n_train, generator=gen), 0
-            idx = perm[cursor: cursor + cfg.batch_size].to(x.device)
+            idx = perm[cursor : cursor + cfg.batch_size].to(x.device)
             cursor += cfg.batch_size
             with torch.enable_grad():
                 loss = loss_value(prob.flat(theta, x[idx]), y[idx], cfg.loss)
@@ -278,9 +313,19 @@ def train(cfg: TrainConfig, callbacks: Sequence[Callback] = (), checkpoint_path:
             progress(step + 1, cfg.steps)
         if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
             hist.wall_seconds = time.perf_counter() - t_start
-            atomic_torch_save({"config_hash": cfg.config_hash(), "theta": theta.detach().clone(),
-                                "optimizer": opt.state_dict(), "history": hist, "step": step + 1,
-                                "perm": perm, "cursor": cursor, "generator": gen.get_state()}, ckpt)
+            atomic_torch_save(
+                {
+                    "config_hash": cfg.config_hash(),
+                    "theta": theta.detach().clone(),
+                    "optimizer": opt.state_dict(),
+                    "history": hist,
+                    "step": step + 1,
+                    "perm": perm,
+                    "cursor": cursor,
+                    "generator": gen.get_state(),
+                },
+                ckpt,
+            )
     if not cfg.eval_every or (hist.eval_step and hist.eval_step[-1] != step) or not hist.eval_step:
         if not hist.diverged:
             evaluate_test()

@@ -13,6 +13,7 @@
 
 The names below are the public face; import them from ``instabilities.curvature``.
 """
+
 from .compare import (
     compare_solvers as compare_solvers,
 )
@@ -41,10 +42,16 @@ from .eigen import (
     EigResult as EigResult,
 )
 from .eigen import (
+    TraceEstimate as TraceEstimate,
+)
+from .eigen import (
     batched_lanczos as batched_lanczos,
 )
 from .eigen import (
     batched_top_eigenpairs as batched_top_eigenpairs,
+)
+from .eigen import (
+    hutchinson_trace as hutchinson_trace,
 )
 from .eigen import (
     lanczos as lanczos,
@@ -63,10 +70,6 @@ from .eigen import (
 )
 from .eigen import (
     vector_angle as vector_angle,
-)
-from .eigen import (
-    TraceEstimate as TraceEstimate,
-    hutchinson_trace as hutchinson_trace,
 )
 from .operator import (
     HessianOperator as HessianOperator,

@@ -19,6 +19,7 @@ The tracker built on it (``SharpnessTracker(solver="block")``: warm-start state,
 amortised one-iteration-per-step mode, accuracy audit) is :mod:`instabilities.curvature.tracker`; its
 cost and the solver comparison are measured in :mod:`instabilities.curvature.compare`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,8 +67,9 @@ def _orthonormalise_against(W: torch.Tensor, V: torch.Tensor | None, drop_tol: f
     return W
 
 
-def start_block(n: int, b: int, X0: torch.Tensor | None = None, seed: int = 0,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def start_block(
+    n: int, b: int, X0: torch.Tensor | None = None, seed: int = 0, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """An orthonormal float64 ``(n, b)`` start block: ``X0``'s columns (slightly perturbed) then random ones.
 
     The perturbation (``1e-4`` relative) keeps a warm start from being an exactly invariant subspace
@@ -90,15 +92,23 @@ def rayleigh_ritz(V: torch.Tensor, HV: torch.Tensor, keep: int) -> tuple[torch.T
     """
     T = V.T @ HV
     evals, S = torch.linalg.eigh(0.5 * (T + T.T))
-    order = torch.argsort(evals, descending=True)[:min(keep, V.shape[1])]
+    order = torch.argsort(evals, descending=True)[: min(keep, V.shape[1])]
     theta, S = evals[order], S[:, order]
     Y, HY = V @ S, HV @ S
     return theta, Y, HY, HY - Y * theta
 
 
-def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, tol: float = 1e-3,
-               max_iter: int = 50, X0: torch.Tensor | None = None, max_basis: int | None = None,
-               seed: int = 0, HX0: torch.Tensor | None = None) -> BlockEigResult:
+def block_eigs(
+    op: HessianOperator,
+    k: int = 1,
+    block_size: int | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 50,
+    X0: torch.Tensor | None = None,
+    max_basis: int | None = None,
+    seed: int = 0,
+    HX0: torch.Tensor | None = None,
+) -> BlockEigResult:
     """Top-``k`` (largest algebraic) eigenpairs of ``op`` by block Krylov iteration with Rayleigh-Ritz.
 
     ``block_size`` (default ``k + 2``) vectors are multiplied by ``H`` per iteration in one
@@ -152,12 +162,22 @@ def block_eigs(op: HessianOperator, k: int = 1, block_size: int | None = None, t
         V, HV = torch.cat([V, W], 1), torch.cat([HV, HW], 1)
     values, vectors = theta[:k], Y[:, :k]
     residuals = (HY[:, :k] - vectors * values).norm(dim=0)
-    return BlockEigResult(values.to(op.dtype), vectors.to(op.dtype), residuals.to(op.dtype), op.n_matvec,
-                          converged, block=Y.to(op.dtype), iterations=it, block_values=theta, block_products=HY)
+    return BlockEigResult(
+        values.to(op.dtype),
+        vectors.to(op.dtype),
+        residuals.to(op.dtype),
+        op.n_matvec,
+        converged,
+        block=Y.to(op.dtype),
+        iterations=it,
+        block_values=theta,
+        block_products=HY,
+    )
 
 
-def next_amortised_block(Y: torch.Tensor, R: torch.Tensor | None, P: torch.Tensor | None, HY: torch.Tensor,
-                         k: int, b: int) -> torch.Tensor:
+def next_amortised_block(
+    Y: torch.Tensor, R: torch.Tensor | None, P: torch.Tensor | None, HY: torch.Tensor, k: int, b: int
+) -> torch.Tensor:
     """The block to multiply at the next step of amortised tracking (orthonormal, float64, ``b`` columns).
 
     With ``b < 3k``: ``orth(H Y)``, one step of subspace iteration on all ``b`` Ritz vectors (the
@@ -175,7 +195,12 @@ def next_amortised_block(Y: torch.Tensor, R: torch.Tensor | None, P: torch.Tenso
     good = Rq.diagonal().abs() > 1e-10 * Rq.diagonal().abs().max().clamp_min(1e-300)
     Q = Q[:, good][:, :b]
     if Q.shape[1] < b:
-        extra = torch.randn(Q.shape[0], b - Q.shape[1], dtype=Q.dtype, device=Q.device,
-                            generator=torch.Generator(device=Q.device).manual_seed(Q.shape[1]))
+        extra = torch.randn(
+            Q.shape[0],
+            b - Q.shape[1],
+            dtype=Q.dtype,
+            device=Q.device,
+            generator=torch.Generator(device=Q.device).manual_seed(Q.shape[1]),
+        )
         Q = torch.cat([Q, _orthonormalise_against(extra, Q)], 1)
     return Q

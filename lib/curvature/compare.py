@@ -13,6 +13,7 @@ chapters, the benchmarks and the appendix must make the *same* measurement. So:
   products), :func:`measure_tracking_cost` (a GD step with and without the
   :class:`~instabilities.curvature.tracker.SharpnessTracker`).
 """
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,9 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def time_hvps(objective: Objective, theta: torch.Tensor, block: int = 8, repeats: int = 10,
-              seed: int = 0) -> dict[str, float]:
+def time_hvps(
+    objective: Objective, theta: torch.Tensor, block: int = 8, repeats: int = 10, seed: int = 0
+) -> dict[str, float]:
     """Best-of-``repeats`` wall times (seconds) of a gradient and of Hessian-vector products.
 
     Keys (times): ``gradient``; ``hvp_reverse`` (double backward, gradient graph rebuilt, as for a
@@ -104,18 +106,39 @@ def dense_hessian_blocked(op: HessianOperator, block: int = 256) -> torch.Tensor
     return 0.5 * (H + H.T)
 
 
-SOLVER_LABELS = {"lanczos": "lanczos (ours)", "block": "block Krylov (ours, cold)", "eigsh": "scipy eigsh (LA)",
-                 "power": "power iteration", "tiny": "lanczos, tiny Krylov space"}
+SOLVER_LABELS = {
+    "lanczos": "lanczos (ours)",
+    "block": "block Krylov (ours, cold)",
+    "eigsh": "scipy eigsh (LA)",
+    "power": "power iteration",
+    "tiny": "lanczos, tiny Krylov space",
+}
 
 
-def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4,
-                    solvers: tuple[str, ...] = ("lanczos", "power", "tiny"), reference: str | EigResult = "dense",
-                    timed: bool = False, tol: float | None = None, lanczos_tol: float = 1e-8,
-                    lanczos_max_iter: int = 300, power_tol: float = 1e-3, power_max_iter: int = 100,
-                    tiny_krylov: int | None = None, block_tol: float = 1e-3, block_max_iter: int = 100,
-                    eigsh_tol: float = 1e-3, hvp_method: str = "reverse", n_reference: int = 20,
-                    reference_tol: float = 1e-10, reference_max_iter: int | None = None,
-                    reference_seed: int | None = None, block: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+def compare_solvers(
+    objective: Objective,
+    theta: torch.Tensor,
+    k: int = 4,
+    solvers: tuple[str, ...] = ("lanczos", "power", "tiny"),
+    reference: str | EigResult = "dense",
+    timed: bool = False,
+    tol: float | None = None,
+    lanczos_tol: float = 1e-8,
+    lanczos_max_iter: int = 300,
+    power_tol: float = 1e-3,
+    power_max_iter: int = 100,
+    tiny_krylov: int | None = None,
+    block_tol: float = 1e-3,
+    block_max_iter: int = 100,
+    eigsh_tol: float = 1e-3,
+    hvp_method: str = "reverse",
+    n_reference: int = 20,
+    reference_tol: float = 1e-10,
+    reference_max_iter: int | None = None,
+    reference_seed: int | None = None,
+    block: int = 256,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Top-``k`` Hessian eigenvalues of ``objective`` at ``theta`` by several solvers, against a reference.
 
     ``solvers`` (any of): ``lanczos`` (full re-orthogonalisation, Ritz residuals below ``lanczos_tol``,
@@ -152,8 +175,13 @@ def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4,
     elif reference == "dense":
         spectrum, is_dense = torch.linalg.eigvalsh(dense_hessian_blocked(op, block).double()).flip(0), True
     elif reference == "lanczos":
-        spectrum = lanczos(op, n_reference, max_iter=reference_max_iter or max(600, 4 * n_reference),
-                           tol=reference_tol, seed=seed + 1 if reference_seed is None else reference_seed).values
+        spectrum = lanczos(
+            op,
+            n_reference,
+            max_iter=reference_max_iter or max(600, 4 * n_reference),
+            tol=reference_tol,
+            seed=seed + 1 if reference_seed is None else reference_seed,
+        ).values
         spectrum, is_dense = spectrum.double(), False
     else:
         raise ConfigError(f"reference={reference!r}; use 'dense', 'lanczos' or an EigResult.")
@@ -180,8 +208,9 @@ def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4,
     }
     if timed:  # warm-up: first-call overheads are not the solvers' cost
         for method in ("reverse", "forward"):
-            HessianOperator(objective, theta, method).matmat(torch.ones(theta.numel(), 2, dtype=theta.dtype,
-                                                                        device=dev))
+            HessianOperator(objective, theta, method).matmat(
+                torch.ones(theta.numel(), 2, dtype=theta.dtype, device=dev)
+            )
     out: dict[str, np.ndarray] = {}
     for name in solvers:
         method, solve, check = runs[name]
@@ -197,7 +226,7 @@ def compare_solvers(objective: Objective, theta: torch.Tensor, k: int = 4,
         out[f"{name}_matvecs"] = np.asarray(res.n_matvec - check)
         out[f"{name}_n_matvec"] = np.asarray(res.n_matvec)
         out[f"{name}_converged"] = np.asarray(bool(res.converged))
-        out[f"{name}_max_rel_error"] = np.asarray(max_rel_error(values, spectrum[:len(values)]))
+        out[f"{name}_max_rel_error"] = np.asarray(max_rel_error(values, spectrum[: len(values)]))
         if timed:
             out[f"{name}_seconds"] = np.asarray(seconds)
     spectrum = spectrum.numpy()
@@ -213,16 +242,28 @@ def solver_rows(comparison: dict[str, np.ndarray]) -> list[dict]:
     rows = []
     for name, label in SOLVER_LABELS.items():
         if f"{name}_values" in comparison:
-            rows.append({"solver": label, "seconds": float(comparison.get(f"{name}_seconds", float("nan"))),
-                         "matvecs": int(comparison[f"{name}_n_matvec"]),
-                         "max_rel_error": float(comparison[f"{name}_max_rel_error"]),
-                         "values": [round(float(v), 6) for v in comparison[f"{name}_values"]]})
+            rows.append(
+                {
+                    "solver": label,
+                    "seconds": float(comparison.get(f"{name}_seconds", float("nan"))),
+                    "matvecs": int(comparison[f"{name}_n_matvec"]),
+                    "max_rel_error": float(comparison[f"{name}_max_rel_error"]),
+                    "values": [round(float(v), 6) for v in comparison[f"{name}_values"]],
+                }
+            )
     order = ("lanczos", "block", "eigsh", "power", "tiny")
     return sorted(rows, key=lambda r: order.index(next(n for n, l in SOLVER_LABELS.items() if l == r["solver"])))
 
 
-def warm_start_matvecs(objective: Objective, theta: torch.Tensor, eta: float, steps: int, k: int = 2,
-                       tol: float = 1e-6, max_iter: int = 300) -> dict[str, np.ndarray]:
+def warm_start_matvecs(
+    objective: Objective,
+    theta: torch.Tensor,
+    eta: float,
+    steps: int,
+    k: int = 2,
+    tol: float = 1e-6,
+    max_iter: int = 300,
+) -> dict[str, np.ndarray]:
     """Hessian-vector products per top-``k`` Lanczos solve over ``steps`` consecutive GD steps.
 
     At every iterate the top-``k`` eigenpairs are computed twice: from a random start (``cold``)
@@ -238,8 +279,11 @@ def warm_start_matvecs(objective: Objective, theta: torch.Tensor, eta: float, st
     cold_n, warm_n, cold_v, warm_v, losses = [], [], [], [], []
     for t in range(steps):
         cold = lanczos(HessianOperator(objective, theta), k, max_iter=max_iter, tol=tol, seed=t)
-        warm = cold if prev is None else lanczos(HessianOperator(objective, theta), k,
-                                                 max_iter=max_iter, tol=tol, v0=prev, seed=t)
+        warm = (
+            cold
+            if prev is None
+            else lanczos(HessianOperator(objective, theta), k, max_iter=max_iter, tol=tol, v0=prev, seed=t)
+        )
         prev = warm.vectors
         cold_n.append(cold.n_matvec - k)
         warm_n.append(warm.n_matvec - k)
@@ -247,18 +291,35 @@ def warm_start_matvecs(objective: Objective, theta: torch.Tensor, eta: float, st
         warm_v.append(warm.values.double().cpu().numpy())
         losses.append(float(objective(theta)))
         theta = theta - eta * g(theta)
-    return {"cold_matvecs": np.asarray(cold_n), "warm_matvecs": np.asarray(warm_n),
-            "cold_values": np.stack(cold_v), "warm_values": np.stack(warm_v), "loss": np.asarray(losses)}
+    return {
+        "cold_matvecs": np.asarray(cold_n),
+        "warm_matvecs": np.asarray(warm_n),
+        "cold_values": np.stack(cold_v),
+        "warm_values": np.stack(warm_v),
+        "loss": np.asarray(losses),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # what tracking costs
 # --------------------------------------------------------------------------------------------
-def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, eta: float, steps: int = 30, k: int = 1,
-                          tol: float = 1e-2, block_size: int | None = 2, verify_every: int = 10,
-                          warmup: int = 0, hvp_method: str = "reverse", max_iter: int = 30,
-                          warm_from: int = 1, fused: bool = False, amortised: bool = False,
-                          reference_tol: float = 1e-8) -> dict[str, float | int | list]:
+def measure_tracking_cost(
+    objective: Objective,
+    theta0: torch.Tensor,
+    eta: float,
+    steps: int = 30,
+    k: int = 1,
+    tol: float = 1e-2,
+    block_size: int | None = 2,
+    verify_every: int = 10,
+    warmup: int = 0,
+    hvp_method: str = "reverse",
+    max_iter: int = 30,
+    warm_from: int = 1,
+    fused: bool = False,
+    amortised: bool = False,
+    reference_tol: float = 1e-8,
+) -> dict[str, float | int | list]:
     """Wall time of ``steps`` GD steps without and with sharpness tracking at every step.
 
     The tracked loop calls a :class:`~instabilities.curvature.tracker.SharpnessTracker`
@@ -283,8 +344,16 @@ def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, eta: float
     g_fn = torch.func.grad(objective)
     for _ in range(warmup):
         theta = theta - eta * g_fn(theta)
-    tracker = SharpnessTracker(k=k, solver="block", tol=tol, block_size=block_size, hvp_method=hvp_method,
-                               max_iter=max_iter, warm_from=warm_from, amortised=amortised)
+    tracker = SharpnessTracker(
+        k=k,
+        solver="block",
+        tol=tol,
+        block_size=block_size,
+        hvp_method=hvp_method,
+        max_iter=max_iter,
+        warm_from=warm_from,
+        amortised=amortised,
+    )
     cold_matvecs = 0
     for _ in range(warm_from):  # burn-in: the converged first solve of each phase, paid once per run
         tracker(objective, theta)
@@ -322,12 +391,24 @@ def measure_tracking_cost(objective: Objective, theta0: torch.Tensor, eta: float
             ref = lanczos(HessianOperator(objective, point), k, max_iter=300, tol=reference_tol)
             errors.append(max_rel_error(res.values, ref.values))
             verified.append(step)
-    return {"steps": steps, "untracked_seconds": sum(t_plain), "tracked_seconds": sum(t_tracked),
-            "ratio": float(np.median(np.asarray(t_tracked) / np.maximum(t_plain, 1e-12))),
-            "ratio_of_totals": sum(t_tracked) / max(sum(t_plain), 1e-12),
-            "matvecs_per_step": float(np.mean(tracker.matvecs)),
-            "cold_matvecs": cold_matvecs, "verified_steps": verified, "verified_rel_errors": errors,
-            "max_verified_rel_error": max(errors) if errors else float("nan"),
-            "max_relative_residual": max(rel_res), "sharpness_first": tracker.values[warm_from][0],
-            "sharpness_last": tracker.values[-1][0], "fused": fused, "amortised": amortised,
-            "block_size": block_size, "tol": tol, "warm_from": warm_from, "hvp_method": hvp_method}
+    return {
+        "steps": steps,
+        "untracked_seconds": sum(t_plain),
+        "tracked_seconds": sum(t_tracked),
+        "ratio": float(np.median(np.asarray(t_tracked) / np.maximum(t_plain, 1e-12))),
+        "ratio_of_totals": sum(t_tracked) / max(sum(t_plain), 1e-12),
+        "matvecs_per_step": float(np.mean(tracker.matvecs)),
+        "cold_matvecs": cold_matvecs,
+        "verified_steps": verified,
+        "verified_rel_errors": errors,
+        "max_verified_rel_error": max(errors) if errors else float("nan"),
+        "max_relative_residual": max(rel_res),
+        "sharpness_first": tracker.values[warm_from][0],
+        "sharpness_last": tracker.values[-1][0],
+        "fused": fused,
+        "amortised": amortised,
+        "block_size": block_size,
+        "tol": tol,
+        "warm_from": warm_from,
+        "hvp_method": hvp_method,
+    }

@@ -19,6 +19,7 @@ they share the warm-start blend, the tridiagonal builder and the stopping rule (
 
 All are tested against the dense spectrum from ``torch.linalg.eigvalsh`` on small nets.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -96,9 +97,16 @@ def _ritz_converged(b: torch.Tensor, evals: torch.Tensor, evecs: torch.Tensor, k
     return (est <= tol * scale[..., None]).all(-1) & (top.shape[-1] >= k)
 
 
-def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1e-4,
-            v0: torch.Tensor | None = None, seed: int = 0, check_every: int = 5,
-            min_iter: int | None = None) -> EigResult:
+def lanczos(
+    op: HessianOperator,
+    k: int = 1,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+    v0: torch.Tensor | None = None,
+    seed: int = 0,
+    check_every: int = 5,
+    min_iter: int | None = None,
+) -> EigResult:
     """Top-``k`` (largest algebraic) eigenpairs by Lanczos with full re-orthogonalisation.
 
     Stops when the Ritz residual estimate ``|beta_m s_{m,i}|`` of each wanted pair is below
@@ -159,7 +167,7 @@ def lanczos(op: HessianOperator, k: int = 1, max_iter: int = 200, tol: float = 1
     evals, evecs = torch.linalg.eigh(_tridiag(torch.stack(alphas), _stack(betas[: m - 1], device)))
     order = torch.argsort(evals, descending=True)[:k]
     values = evals[order]
-    vectors = (Q[:m].T @ evecs[:, order])
+    vectors = Q[:m].T @ evecs[:, order]
     vectors = vectors / vectors.norm(dim=0, keepdim=True)
     vec = vectors.to(op.dtype)
     HV = op.matmat(vec).to(torch.float64)
@@ -171,8 +179,14 @@ def _stack(values: list, device) -> torch.Tensor:
     return torch.stack(values) if values else torch.zeros(0, dtype=torch.float64, device=device)
 
 
-def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: float = 1e-3,
-                    v0: torch.Tensor | None = None, seed: int = 0) -> EigResult:
+def power_iteration(
+    op: HessianOperator,
+    k: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    v0: torch.Tensor | None = None,
+    seed: int = 0,
+) -> EigResult:
     """Deflated power iteration, stopping on a relative change of the Rayleigh quotient below ``tol``.
 
     This is the scheme of popular Hessian libraries; it is here to *show* how it
@@ -186,8 +200,11 @@ def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: f
     found_vecs: list[torch.Tensor] = []
     converged = True
     for i in range(k):
-        start = v0[:, i] if (v0 is not None and v0.dim() == 2 and i < v0.shape[1]) else (
-            v0 if (v0 is not None and v0.dim() == 1 and i == 0) else None)
+        start = (
+            v0[:, i]
+            if (v0 is not None and v0.dim() == 2 and i < v0.shape[1])
+            else (v0 if (v0 is not None and v0.dim() == 1 and i == 0) else None)
+        )
         v = _warm_start(torch.randn(op.dim, dtype=torch.float64, device=op.device, generator=gen), start).to(op.dtype)
         lam = None
         ok = False
@@ -212,8 +229,14 @@ def power_iteration(op: HessianOperator, k: int = 1, max_iter: int = 100, tol: f
     return EigResult(values[order], vectors[:, order], residuals[order], op.n_matvec, converged)
 
 
-def top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int = 1, method: str = "lanczos",
-                   hvp_method: str = "reverse", **kwargs) -> EigResult:
+def top_eigenpairs(
+    objective: Objective,
+    theta: torch.Tensor,
+    k: int = 1,
+    method: str = "lanczos",
+    hvp_method: str = "reverse",
+    **kwargs,
+) -> EigResult:
     """Top-``k`` Hessian eigenpairs of ``objective`` at ``theta`` (``method``: lanczos | power | dense)."""
     op = HessianOperator(objective, theta, hvp_method)
     if method == "lanczos":
@@ -283,10 +306,19 @@ def _orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def batched_lanczos(objective: Objective, Theta: torch.Tensor, k: int = 1,
-                    max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
-                    active: torch.Tensor | None = None, seed: int = 0, check_every: int = 5,
-                    min_iter: int | None = None, hvp_method: str = "reverse") -> BatchedEigResult:
+def batched_lanczos(
+    objective: Objective,
+    Theta: torch.Tensor,
+    k: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    V0: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
+    seed: int = 0,
+    check_every: int = 5,
+    min_iter: int | None = None,
+    hvp_method: str = "reverse",
+) -> BatchedEigResult:
     """Top-``k`` Hessian eigenpairs of ``objective`` at every row of ``Theta`` at once.
 
     One Lanczos recursion with full re-orthogonalisation per member; the Krylov bases live on the
@@ -392,17 +424,25 @@ def batched_lanczos(objective: Objective, Theta: torch.Tensor, k: int = 1,
     values = torch.where(active[:, None], values, nan)
     residuals = torch.where(active[:, None], residuals, nan)
     vectors = torch.where(active[:, None, None], vectors, torch.zeros_like(vectors))
-    return BatchedEigResult(values.to(dtype), vectors.to(dtype), residuals.to(dtype), m + values.shape[1],
-                            converged & active)
+    return BatchedEigResult(
+        values.to(dtype), vectors.to(dtype), residuals.to(dtype), m + values.shape[1], converged & active
+    )
 
 
 KRYLOV_BYTES = 8 * 2**30  # largest Krylov basis (float64) that one batched Lanczos call may hold
 
 
-def batched_top_eigenpairs(objective: Objective, Theta: torch.Tensor, k: int = 1,
-                           max_iter: int = 100, tol: float = 1e-4, V0: torch.Tensor | None = None,
-                           active: torch.Tensor | None = None, seed: int = 0,
-                           max_bytes: int = KRYLOV_BYTES) -> BatchedEigResult:
+def batched_top_eigenpairs(
+    objective: Objective,
+    Theta: torch.Tensor,
+    k: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    V0: torch.Tensor | None = None,
+    active: torch.Tensor | None = None,
+    seed: int = 0,
+    max_bytes: int = KRYLOV_BYTES,
+) -> BatchedEigResult:
     """:func:`batched_lanczos` over the rows of ``Theta`` in chunks of members whose Krylov bases
     (``(max_iter + 1) x dim`` float64 each) fit in ``max_bytes``; one call when they all fit.
     ``n_matvec`` is the largest count of any chunk (products per member)."""
@@ -414,12 +454,25 @@ def batched_top_eigenpairs(objective: Objective, Theta: torch.Tensor, k: int = 1
     parts = []
     for lo in range(0, P, size):
         sl = slice(lo, min(P, lo + size))
-        parts.append(batched_lanczos(objective, Theta[sl], k, max_iter=max_iter, tol=tol,
-                                     V0=None if V0 is None else V0[sl], active=None if active is None else active[sl],
-                                     seed=seed))
-    return BatchedEigResult(torch.cat([r.values for r in parts]), torch.cat([r.vectors for r in parts]),
-                            torch.cat([r.residuals for r in parts]), max(r.n_matvec for r in parts),
-                            torch.cat([r.converged for r in parts]))
+        parts.append(
+            batched_lanczos(
+                objective,
+                Theta[sl],
+                k,
+                max_iter=max_iter,
+                tol=tol,
+                V0=None if V0 is None else V0[sl],
+                active=None if active is None else active[sl],
+                seed=seed,
+            )
+        )
+    return BatchedEigResult(
+        torch.cat([r.values for r in parts]),
+        torch.cat([r.vectors for r in parts]),
+        torch.cat([r.residuals for r in parts]),
+        max(r.n_matvec for r in parts),
+        torch.cat([r.converged for r in parts]),
+    )
 
 
 @dataclasses.dataclass
@@ -433,8 +486,14 @@ class TraceEstimate:
     n_matvec: int
 
 
-def hutchinson_trace(objective: Objective, theta: torch.Tensor, n_samples: int = 50, seed: int = 0,
-                     block: int = 10, hvp_method: str = "reverse") -> TraceEstimate:
+def hutchinson_trace(
+    objective: Objective,
+    theta: torch.Tensor,
+    n_samples: int = 50,
+    seed: int = 0,
+    block: int = 10,
+    hvp_method: str = "reverse",
+) -> TraceEstimate:
     """Trace of the Hessian by Hutchinson's estimator (Hutchinson, 1989): the mean of ``v^T H v`` over
     Rademacher probes ``v`` (entries +-1), unbiased with variance ``2 sum_{i != j} H_ij^2`` per probe.
     Probes are applied in blocks of ``block`` Hessian-vector products."""

@@ -10,6 +10,7 @@ Two recipes, each for one iterate and for a population of iterates (rows of ``Th
 
 The eigensolvers built on these products are in :mod:`instabilities.curvature.eigen`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from ..losses import Objective
 def hvp_fn(objective: Objective) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``(theta, v) -> H(theta) v`` by forward-over-reverse (``jvp`` of ``grad``): the one inner
     product that every forward-mode product below (single, block, population) vmaps."""
+
     def one(theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return jvp(grad(objective), (theta,), (v,))[1]
 
@@ -56,7 +58,7 @@ class HessianOperator:
             leaf = self.theta.clone().requires_grad_(True)
             with torch.enable_grad():
                 loss = self.objective(leaf)
-                g, = torch.autograd.grad(loss, leaf, create_graph=True)
+                (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
             self._leaf, self._grad, self._loss = leaf, g, loss.detach()
         return self._leaf, self._grad
 
@@ -107,8 +109,9 @@ def hvp(objective: Objective, theta: torch.Tensor, v: torch.Tensor) -> torch.Ten
     return hvp_fn(objective)(theta.detach(), v.to(theta.dtype))
 
 
-def grad_and_hvps(objective: Objective, theta: torch.Tensor,
-                  V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grad_and_hvps(
+    objective: Objective, theta: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, gradient and ``H V`` (``V``: ``(dim, b)``) at ``theta`` in one ``torch.func`` call.
 
     Forward-over-reverse: ``jvp`` of ``grad_and_value`` with ``vmap`` over the ``b`` tangents only.
@@ -147,20 +150,21 @@ def population_hvp_block(objective: Callable[[torch.Tensor], torch.Tensor]):
     return vmap(vmap(hvp_fn(objective), in_dims=(None, 1), out_dims=1))
 
 
-def population_hvp_reverse(objective: Callable[[torch.Tensor], torch.Tensor],
-                           Theta: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def population_hvp_reverse(
+    objective: Callable[[torch.Tensor], torch.Tensor], Theta: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``V (P, dim) -> (P, dim)``: the Hessian-vector products of every member at the rows of ``Theta``
     by double backward. The gradient graph of ``sum_p L(theta_p)`` (block diagonal Hessian) is built
     once; every product is one backward pass through it, usually cheaper than ``jvp`` of ``grad``."""
     leaf = Theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
-        g, = torch.autograd.grad(vmap(objective)(leaf).sum(), leaf, create_graph=True)
+        (g,) = torch.autograd.grad(vmap(objective)(leaf).sum(), leaf, create_graph=True)
 
     def hv(V: torch.Tensor) -> torch.Tensor:
         if not g.requires_grad:  # the gradient does not depend on theta: zero Hessian
             return torch.zeros_like(leaf)
         with torch.enable_grad():
-            out, = torch.autograd.grad(g, leaf, V.to(leaf.dtype), retain_graph=True, allow_unused=True)
+            (out,) = torch.autograd.grad(g, leaf, V.to(leaf.dtype), retain_graph=True, allow_unused=True)
         return torch.zeros_like(leaf) if out is None else out
 
     return hv

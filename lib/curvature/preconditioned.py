@@ -9,6 +9,7 @@ products and :func:`curvature.lanczos`, reads ``P`` from the state of Adam / Cli
 ``2/eta`` (GD), ``(2 + 2 beta)/eta`` (heavy ball) and ``(2 + 2 beta1)/((1 - beta1) eta)`` (Adam with a
 frozen preconditioner; 38/eta for beta1 = 0.9, Cohen et al. 2022).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,8 +57,9 @@ def preconditioned_sharpness_bounds(sharpness: float, precond: torch.Tensor) -> 
 class PreconditionedHessianOperator(HessianOperator):
     """``v -> P^{-1/2} H P^{-1/2} v`` for a positive diagonal ``P`` (symmetric; spectrum of ``P^{-1}H``)."""
 
-    def __init__(self, objective: Objective, theta: torch.Tensor, precond: torch.Tensor,
-                 method: str = "reverse") -> None:
+    def __init__(
+        self, objective: Objective, theta: torch.Tensor, precond: torch.Tensor, method: str = "reverse"
+    ) -> None:
         super().__init__(objective, theta, method)
         precond = torch.as_tensor(precond, dtype=self.dtype, device=self.device).reshape(-1)
         if precond.numel() != self.dim:
@@ -77,8 +79,9 @@ class PreconditionedHessianOperator(HessianOperator):
         return self.scale[:, None] * super().dense() * self.scale[None, :]
 
 
-def preconditioned_sharpness(objective: Objective, theta: torch.Tensor, precond: torch.Tensor, k: int = 1,
-                             **lanczos_kwargs) -> EigResult:
+def preconditioned_sharpness(
+    objective: Objective, theta: torch.Tensor, precond: torch.Tensor, k: int = 1, **lanczos_kwargs
+) -> EigResult:
     """Top-``k`` eigenpairs of ``P^{-1/2} H P^{-1/2}`` (values = top eigenvalues of ``P^{-1}H``)."""
     op = PreconditionedHessianOperator(objective, theta, precond)
     return lanczos(op, k, **lanczos_kwargs)

@@ -17,6 +17,7 @@ benchmarks is the cost of the tracker the experiments run.
 * ``precond=`` (a positive diagonal ``P``): the operator is ``P^{-1/2} H P^{-1/2}``, whose spectrum is the
   one of ``P^{-1} H`` (:class:`~instabilities.curvature.preconditioned.PreconditionedHessianOperator`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,13 +109,15 @@ class SharpnessTracker:
         self.max_iter = max_iter if self.max_iter is None else self.max_iter
 
     # ------------------------------------------------------------------ one iterate
-    def __call__(self, objective: Objective, theta: torch.Tensor, seed: int | None = None,
-                 precond: torch.Tensor | None = None) -> EigResult:
+    def __call__(
+        self, objective: Objective, theta: torch.Tensor, seed: int | None = None, precond: torch.Tensor | None = None
+    ) -> EigResult:
         """Track at ``theta``: the top-``k`` eigenpairs (of ``P^{-1/2} H P^{-1/2}`` with ``precond=P``)."""
         return self._track(objective, theta, fused=False, seed=seed, precond=precond)[0]
 
-    def step(self, objective: Objective, theta: torch.Tensor,
-             seed: int | None = None) -> tuple[BlockEigResult, torch.Tensor, torch.Tensor]:
+    def step(
+        self, objective: Objective, theta: torch.Tensor, seed: int | None = None
+    ) -> tuple[BlockEigResult, torch.Tensor, torch.Tensor]:
         """Track at ``theta``; return ``(result, loss, gradient)``, the gradient fused with the first block product."""
         if self.solver != "block":
             raise ConfigError("step() fuses the gradient with the first block product; use solver='block'.")
@@ -125,18 +128,23 @@ class SharpnessTracker:
         if precond is None:
             return HessianOperator(objective, theta, self.hvp_method)
         from .preconditioned import PreconditionedHessianOperator  # (imports the optimizers)
+
         return PreconditionedHessianOperator(objective, theta, precond, self.hvp_method)
 
-    def _track(self, objective: Objective, theta: torch.Tensor, fused: bool, seed: int | None,
-               precond: torch.Tensor | None):
+    def _track(
+        self, objective: Objective, theta: torch.Tensor, fused: bool, seed: int | None, precond: torch.Tensor | None
+    ):
         op = self._operator(objective, theta, precond)
         seed = self._calls if seed is None else seed
         loss = grad = None
         if self.solver == "lanczos":
-            v0 = self._blocks[-self.warm_from] if len(self._blocks) >= self.warm_from else (
-                self._blocks[-1] if self._blocks else self.vectors)
+            v0 = (
+                self._blocks[-self.warm_from]
+                if len(self._blocks) >= self.warm_from
+                else (self._blocks[-1] if self._blocks else self.vectors)
+            )
             res = lanczos(op, self.k, max_iter=self.max_iter, tol=self.tol, v0=v0, seed=seed)
-            self._blocks = (self._blocks + [res.vectors])[-self.warm_from:]
+            self._blocks = (self._blocks + [res.vectors])[-self.warm_from :]
         else:
             res, loss, grad = self._block_solve(op, fused, seed)
         self.vectors = res.vectors
@@ -144,8 +152,9 @@ class SharpnessTracker:
         self.residuals.append(res.residuals.tolist())
         self.matvecs.append(op.n_matvec)
         if self.verify_every and self._calls % self.verify_every == 0:
-            ref = lanczos(self._operator(objective, theta, precond), self.k, max_iter=300, tol=self.verify_tol,
-                          v0=res.vectors)
+            ref = lanczos(
+                self._operator(objective, theta, precond), self.k, max_iter=300, tol=self.verify_tol, v0=res.vectors
+            )
             self.verify_steps.append(self._calls)
             self.verify_errors.append(max_rel_error(res.values, ref.values))
         self._calls += 1
@@ -158,8 +167,11 @@ class SharpnessTracker:
         if self.amortised and self._carry:  # the block carried over from the last call in this phase
             X0 = self._carry[phase if own else max(self._carry)]["X"]
         else:
-            X0 = self._blocks[-self.warm_from] if len(self._blocks) >= self.warm_from else (
-                self._blocks[-1] if self._blocks else None)
+            X0 = (
+                self._blocks[-self.warm_from]
+                if len(self._blocks) >= self.warm_from
+                else (self._blocks[-1] if self._blocks else None)
+            )
         # the first solve (and, amortised, the first in each phase) converges; later ones are capped
         max_iter = self.max_iter if (own or (self._blocks and not self.amortised)) else 100
         loss = grad = HX0 = None
@@ -167,19 +179,25 @@ class SharpnessTracker:
             X0 = start_block(op.dim, b, X0, seed, op.device)
             loss, grad, HX0 = op.grad_and_matmat(X0.to(op.dtype))
         res = block_eigs(op, self.k, b, self.tol, max_iter, X0=X0, seed=seed, HX0=HX0)
-        self._blocks = (self._blocks + [res.block])[-self.warm_from:]
+        self._blocks = (self._blocks + [res.block])[-self.warm_from :]
         if self.amortised:
             Y, HY = res.block.to(torch.float64), res.block_products
             R = HY - Y * res.block_values
-            Yk = Y[:, :self.k]
+            Yk = Y[:, : self.k]
             prev = self._carry.get(phase, {}).get("Y")
             P = None if prev is None else Yk - prev @ (prev.T @ Yk)  # how the wanted vectors moved
             self._carry[phase] = {"X": next_amortised_block(Y, R, P, HY, self.k, b), "Y": Yk}
         return res, loss, grad
 
     # ------------------------------------------------------------------ a population
-    def track_population(self, objective: Objective, Theta: torch.Tensor, rows: torch.Tensor | None = None,
-                         size: int | None = None, seed: int | None = None) -> BatchedEigResult:
+    def track_population(
+        self,
+        objective: Objective,
+        Theta: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        size: int | None = None,
+        seed: int | None = None,
+    ) -> BatchedEigResult:
         """Track every member at once (batched Lanczos, one Krylov basis per member).
 
         ``Theta`` (``(m, dim)``) holds the members ``rows`` (a long tensor of row indices into the
@@ -194,11 +212,19 @@ class SharpnessTracker:
         V0 = None
         if self.vectors is not None:
             V0 = self.vectors if rows is None else self.vectors.index_select(0, rows)
-        res = batched_top_eigenpairs(objective, Theta, self.k, max_iter=self.max_iter, tol=self.tol, V0=V0,
-                                     seed=self._calls if seed is None else seed)
+        res = batched_top_eigenpairs(
+            objective,
+            Theta,
+            self.k,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            V0=V0,
+            seed=self._calls if seed is None else seed,
+        )
         if self.vectors is None:
-            self.vectors = torch.zeros((size,) + res.vectors.shape[1:], dtype=res.vectors.dtype,
-                                       device=res.vectors.device)
+            self.vectors = torch.zeros(
+                (size,) + res.vectors.shape[1:], dtype=res.vectors.dtype, device=res.vectors.device
+            )
         self.vectors = res.vectors if rows is None else self.vectors.index_copy(0, rows, res.vectors)
         self.values.append(res.values.tolist())
         self.residuals.append(res.residuals.tolist())

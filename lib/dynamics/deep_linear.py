@@ -21,6 +21,7 @@ Formulas are the paper's (checked against dense Hessians in ``tests/test_deep_li
 printed paper that matter here: ``T_min = D d^2`` after eq. 17 (printed ``D d^{(D+2)/D}``), and the inequality of
 Theorem 2 (eq. 28) runs ``lambda_min(Sigma_eps) T <= tr C <= lambda_max(Sigma_eps) T`` (printed inverted).
 """
+
 from __future__ import annotations
 
 import math
@@ -173,14 +174,25 @@ def population_gradient(Ws: Sequence[np.ndarray], V, Sx) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- the theorem (eqs. 14-15, Lemmas 4-5)
-def _solution(depth: int, L: np.ndarray, s: np.ndarray, R: np.ndarray, Sx: np.ndarray, tr_e: float,
-              white_out: np.ndarray, widths: Sequence[int] | None, seed: int | None) -> list[np.ndarray]:
+def _solution(
+    depth: int,
+    L: np.ndarray,
+    s: np.ndarray,
+    R: np.ndarray,
+    Sx: np.ndarray,
+    tr_e: float,
+    white_out: np.ndarray,
+    widths: Sequence[int] | None,
+    seed: int | None,
+) -> list[np.ndarray]:
     """The weights of eqs. 52/66 for ``white_out W_D ... W_1 Sigma_x^{1/2} = L diag(s) R`` (``U_i`` from ``seed``)."""
     D, r = depth, s.size
     widths = [r] * (D - 1) if widths is None else list(widths)
     if len(widths) != D - 1 or any(not (isinstance(w, int) and w >= r) for w in widths):
-        raise ConfigError(f"widths={widths!r}: give D - 1 = {D - 1} hidden widths, each >= rank of the "
-                          f"whitened teacher ({r}) (the paper's condition d >= rank V').")
+        raise ConfigError(
+            f"widths={widths!r}: give D - 1 = {D - 1} hidden widths, each >= rank of the "
+            f"whitened teacher ({r}) (the paper's condition d >= rank V')."
+        )
     rng = None if seed is None else np.random.default_rng(seed)
     Us = []
     for w in widths:
@@ -199,8 +211,9 @@ def _solution(depth: int, L: np.ndarray, s: np.ndarray, R: np.ndarray, Sx: np.nd
     return Ws
 
 
-def minimal_fluctuation_weights(depth: int, V, Sx, Se, widths: Sequence[int] | None = None,
-                                seed: int | None = None) -> list[np.ndarray]:
+def minimal_fluctuation_weights(
+    depth: int, V, Sx, Se, widths: Sequence[int] | None = None, seed: int | None = None
+) -> list[np.ndarray]:
     """Lemma 5 (eqs. 65-66): a global minimum that minimises ``tr C``, i.e. where SGD goes as ``eta -> 0``.
 
     ``sqrt(Sigma_eps) W_D = L Sigma_D U_{D-1}^T``, ``W_i = U_i Sigma_i U_{i-1}^T``,
@@ -215,8 +228,9 @@ def minimal_fluctuation_weights(depth: int, V, Sx, Se, widths: Sequence[int] | N
     return _solution(depth, L, s, R, Sx, float(np.trace(Se)), _sym_sqrt(Se, inverse=True), widths, seed)
 
 
-def minimal_trace_weights(depth: int, V, Sx, widths: Sequence[int] | None = None,
-                          seed: int | None = None) -> list[np.ndarray]:
+def minimal_trace_weights(
+    depth: int, V, Sx, widths: Sequence[int] | None = None, seed: int | None = None
+) -> list[np.ndarray]:
     """Lemma 4 (eq. 52): the flattest global minimum (smallest ``T``); Lemma 5 with ``Sigma_eps = I``."""
     depth = _check_depth(depth)
     V, Sx = _check(V, Sx)
@@ -253,8 +267,9 @@ def two_by_two_trace(sigma: float | np.ndarray, depth: int) -> np.ndarray:
     (``T_min = 4 D``; ``T(1/sigma) = T(sigma)``)."""
     D = _check_depth(depth)
     s = np.asarray(sigma, dtype=float)
-    return ((D - 1) * 2 ** (1 / D) * (1 + s) ** ((D - 2) / D) * (1 + s ** 2) ** (1 / D) * (1 + 1 / s)
-            + 2 ** ((D + 1) / D) * (1 + s) ** (2 * (D - 1) / D) * (1 + s ** 2) ** (-(D - 1) / D))
+    return (D - 1) * 2 ** (1 / D) * (1 + s) ** ((D - 2) / D) * (1 + s**2) ** (1 / D) * (1 + 1 / s) + 2 ** (
+        (D + 1) / D
+    ) * (1 + s) ** (2 * (D - 1) / D) * (1 + s**2) ** (-(D - 1) / D)
 
 
 def two_by_two_sharpness(sigma: float | np.ndarray, depth: int) -> np.ndarray:
@@ -262,9 +277,11 @@ def two_by_two_sharpness(sigma: float | np.ndarray, depth: int) -> np.ndarray:
     D = _check_depth(depth)
     s = np.asarray(sigma, dtype=float)
     hi, lo = np.maximum(1, s), np.maximum(1, 1 / s)
-    return ((D - 2) * 2 ** (1 / D) * (1 + s) ** (-2 / D) * (1 + s ** 2) ** (1 / D) * lo * hi
-            + 2 ** (1 / D) * (1 + s) ** ((D - 2) / D) * (1 + s ** 2) ** (-(D - 1) / D) * hi
-            + 2 ** (-(D - 1) / D) * (1 + s) ** ((D - 2) / D) * (1 + s ** 2) ** (1 / D) * lo)
+    return (
+        (D - 2) * 2 ** (1 / D) * (1 + s) ** (-2 / D) * (1 + s**2) ** (1 / D) * lo * hi
+        + 2 ** (1 / D) * (1 + s) ** ((D - 2) / D) * (1 + s**2) ** (-(D - 1) / D) * hi
+        + 2 ** (-(D - 1) / D) * (1 + s) ** ((D - 2) / D) * (1 + s**2) ** (1 / D) * lo
+    )
 
 
 def diagonal_relaxation_time(noise_diag: Sequence[float], eta: float, batch_size: int = 1) -> float:
@@ -282,7 +299,7 @@ def diagonal_relaxation_time(noise_diag: Sequence[float], eta: float, batch_size
         raise ConfigError(f"eta={eta!r} must be > 0 and batch_size={batch_size!r} a positive integer.")
     d, tr = n.size, float(n.sum())
     t2 = d * n / tr
-    return float(np.max(batch_size * (1 + t2) / (2 * eta ** 2 * d * n)))
+    return float(np.max(batch_size * (1 + t2) / (2 * eta**2 * d * n)))
 
 
 # ----------------------------------------------------------------------------- SGD and GD runs with exact records
@@ -293,8 +310,17 @@ def _network(Ws: Sequence[np.ndarray]):
     return DeepLinearNet(dims[0], tuple(dims[1:-1]), dims[-1])
 
 
-def train(starts: Sequence[Sequence[np.ndarray]], V, Sx, Se, eta: float, phases: Sequence[tuple[str, int]],
-          records_per_phase: int = 20, batch_size: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+def train(
+    starts: Sequence[Sequence[np.ndarray]],
+    V,
+    Sx,
+    Se,
+    eta: float,
+    phases: Sequence[tuple[str, int]],
+    records_per_phase: int = 20,
+    batch_size: int = 1,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
     """Online SGD (``"sgd"``: ``label_noise.label_noise_sgd``, fresh inputs and label noise) and gradient descent
     on the population loss (``"gd"``: :func:`population_gradient`) in consecutive phases, on replicas.
 
@@ -334,8 +360,11 @@ def train(starts: Sequence[Sequence[np.ndarray]], V, Sx, Se, eta: float, phases:
             W = W @ Wk
         with np.errstate(all="ignore"):
             E = W - V
-            vals = {"trace_hessian": trace_hessian(Ws, Sx), "fluctuation": fluctuation(Ws, Sx, Se),
-                    "excess_loss": 0.5 * np.einsum("rij,jk,rik->r", E, Sx, E)}
+            vals = {
+                "trace_hessian": trace_hessian(Ws, Sx),
+                "fluctuation": fluctuation(Ws, Sx, Se),
+                "excess_loss": 0.5 * np.einsum("rij,jk,rik->r", E, Sx, E),
+            }
             ok = ~dead & np.all(np.isfinite(theta.numpy()), axis=1)
             safe = [np.where(ok[:, None, None], w, 1.0) for w in Ws]
             vals["sharpness"] = np.array([sharpness([w[i] for w in safe], Sx) for i in range(R)])
@@ -353,8 +382,9 @@ def train(starts: Sequence[Sequence[np.ndarray]], V, Sx, Se, eta: float, phases:
         for j in range(records_per_phase):
             m = every if j < records_per_phase - 1 else n - every * (records_per_phase - 1)
             if kind == "sgd":
-                out = label_noise_sgd(net, theta, Vt, Sxt, Set, eta, m, batch_size, m,
-                                      int(rng.integers(2 ** 31)), track=False)
+                out = label_noise_sgd(
+                    net, theta, Vt, Sxt, Set, eta, m, batch_size, m, int(rng.integers(2**31)), track=False
+                )
                 dead |= np.asarray(out["diverged"], dtype=bool)
                 theta = torch.from_numpy(out["theta_final"])
             else:

@@ -21,12 +21,13 @@ manifold of minima (``w_i^2 = t`` for every scalar layer, ``u = a / t^{(D-1)/2}`
 
 and SGD's label noise drives the balance to the minimiser of ``tr C``: ``t* = (a^T Sigma_eps a / tr Sigma_eps)^{1/D}``.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -78,16 +79,24 @@ def anisotropy_q(teacher: Sequence[float] | torch.Tensor, noise_cov: torch.Tenso
 
 def _check_cov(cov: torch.Tensor, dim: int) -> None:
     if cov.shape != (dim, dim):
-        raise ConfigError(f"noise covariance has shape {tuple(cov.shape)}; it must be ({dim}, {dim}), "
-                          "one row per output of the teacher.")
+        raise ConfigError(
+            f"noise covariance has shape {tuple(cov.shape)}; it must be ({dim}, {dim}), "
+            "one row per output of the teacher."
+        )
     if not torch.allclose(cov, cov.T) or float(torch.linalg.eigvalsh(cov).min()) < -1e-12:
-        raise ConfigError("noise covariance must be symmetric positive semi-definite; build it with "
-                          "noise_covariance(ratio, trace).")
+        raise ConfigError(
+            "noise covariance must be symmetric positive semi-definite; build it with noise_covariance(ratio, trace)."
+        )
 
 
 # ----------------------------------------------------------------------------- closed forms (chain)
-def chain_on_manifold(hidden_sq: float | np.ndarray, teacher: Sequence[float], noise_cov: torch.Tensor,
-                      depth: int = 2, input_var: float = 1.0) -> dict[str, np.ndarray]:
+def chain_on_manifold(
+    hidden_sq: float | np.ndarray,
+    teacher: Sequence[float],
+    noise_cov: torch.Tensor,
+    depth: int = 2,
+    input_var: float = 1.0,
+) -> dict[str, np.ndarray]:
     """Sharpness, ``tr H`` and ``tr C`` along the balanced minima of the width-one chain (our derivation).
 
     ``hidden_sq`` is ``t = w_i^2`` (one value or an array). ``C`` is the per-example gradient covariance.
@@ -105,21 +114,26 @@ def chain_on_manifold(hidden_sq: float | np.ndarray, teacher: Sequence[float], n
     a2, d = float(a @ a), a.numel()
     aSa, trS = float(a @ cov @ a), float(torch.trace(cov))
     D, s = depth, input_var
-    return {"sharpness": s * (t ** (D - 1) + (D - 1) * a2 / t),
-            "trace_hessian": s * (d * t ** (D - 1) + (D - 1) * a2 / t),
-            "trace_fluctuation": s * (t ** (D - 1) * trS + (D - 1) * aSa / t)}
+    return {
+        "sharpness": s * (t ** (D - 1) + (D - 1) * a2 / t),
+        "trace_hessian": s * (d * t ** (D - 1) + (D - 1) * a2 / t),
+        "trace_fluctuation": s * (t ** (D - 1) * trS + (D - 1) * aSa / t),
+    }
 
 
-def chain_fixed_point(teacher: Sequence[float], noise_cov: torch.Tensor, depth: int = 2,
-                      input_var: float = 1.0) -> dict[str, float]:
+def chain_fixed_point(
+    teacher: Sequence[float], noise_cov: torch.Tensor, depth: int = 2, input_var: float = 1.0
+) -> dict[str, float]:
     """SGD's predicted balance ``t* = (a^T Sigma a / tr Sigma)^{1/D}`` and the converged curvature (our derivation)."""
     a = torch.as_tensor(teacher, dtype=torch.float64).reshape(-1)
     cov = torch.as_tensor(noise_cov, dtype=torch.float64)
     _check_cov(cov, a.numel())
     aSa = float(a @ cov @ a)
     if aSa <= 0:
-        raise ConfigError("a^T Sigma_eps a = 0: with no label noise along the teacher the balance has no "
-                          "fixed point (the sharpness grows without bound); add noise along a.")
+        raise ConfigError(
+            "a^T Sigma_eps a = 0: with no label noise along the teacher the balance has no "
+            "fixed point (the sharpness grows without bound); add noise along a."
+        )
     t_star = (aSa / float(torch.trace(cov))) ** (1.0 / depth)
     vals = chain_on_manifold(t_star, a, cov, depth, input_var)
     return {"hidden_sq": t_star, "q": anisotropy_q(a, cov), **{k: float(v) for k, v in vals.items()}}
@@ -131,18 +145,21 @@ def chain_flattest(teacher: Sequence[float], depth: int = 2, input_var: float = 
     a2, d, D, s = float(a @ a), a.numel(), depth, input_var
     t_s = a2 ** (1.0 / D)  # dS/dt = 0: (D-1) t^{D-2} = (D-1) a2 / t^2
     t_tr = (a2 / d) ** (1.0 / D)
-    return {"min_sharpness": s * (t_s ** (D - 1) + (D - 1) * a2 / t_s),
-            "min_trace_hessian": s * (d * t_tr ** (D - 1) + (D - 1) * a2 / t_tr)}
+    return {
+        "min_sharpness": s * (t_s ** (D - 1) + (D - 1) * a2 / t_s),
+        "min_trace_hessian": s * (d * t_tr ** (D - 1) + (D - 1) * a2 / t_tr),
+    }
 
 
 def _balance_rate(t: np.ndarray, a2: float, aSa: float, trS: float, depth: int, scale: float) -> np.ndarray:
     """``dt/dn`` of the balance ``t`` along the balanced minima in expectation (``scale = eta^2 s / B``)."""
     D = depth
-    return -scale * (t ** (D - 1) * trS - aSa / t) / (1.0 + (D - 1) * a2 / t ** D)
+    return -scale * (t ** (D - 1) * trS - aSa / t) / (1.0 + (D - 1) * a2 / t**D)
 
 
-def _chain_constants(teacher: Sequence[float], noise_cov: torch.Tensor, lr: float, depth: int,
-                     input_var: float, batch_size: int) -> tuple[float, float, float, float]:
+def _chain_constants(
+    teacher: Sequence[float], noise_cov: torch.Tensor, lr: float, depth: int, input_var: float, batch_size: int
+) -> tuple[float, float, float, float]:
     a = torch.as_tensor(teacher, dtype=torch.float64).reshape(-1)
     cov = torch.as_tensor(noise_cov, dtype=torch.float64)
     _check_cov(cov, a.numel())
@@ -154,13 +171,20 @@ def _chain_constants(teacher: Sequence[float], noise_cov: torch.Tensor, lr: floa
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
     aSa = float(a @ cov @ a)
     if aSa <= 0:
-        raise ConfigError("a^T Sigma_eps a = 0: without label noise along the teacher the balance never settles; "
-                          "add noise along a.")
-    return float(a @ a), aSa, float(torch.trace(cov)), lr ** 2 * input_var / batch_size
+        raise ConfigError(
+            "a^T Sigma_eps a = 0: without label noise along the teacher the balance never settles; add noise along a."
+        )
+    return float(a @ a), aSa, float(torch.trace(cov)), lr**2 * input_var / batch_size
 
 
-def chain_relaxation_time(teacher: Sequence[float], noise_cov: torch.Tensor, lr: float, depth: int = 2,
-                          input_var: float = 1.0, batch_size: int = 1) -> float:
+def chain_relaxation_time(
+    teacher: Sequence[float],
+    noise_cov: torch.Tensor,
+    lr: float,
+    depth: int = 2,
+    input_var: float = 1.0,
+    batch_size: int = 1,
+) -> float:
     """Number of SGD steps ``tau`` over which the balance relaxes to ``t*`` near it (our derivation).
 
     Along the balanced minima the expected drift of the balance (``chain_balance_drift``) moves ``t = w^2`` by
@@ -173,12 +197,19 @@ def chain_relaxation_time(teacher: Sequence[float], noise_cov: torch.Tensor, lr:
     a2, aSa, trS, scale = _chain_constants(teacher, noise_cov, lr, depth, input_var, batch_size)
     D = depth
     t_star = (aSa / trS) ** (1.0 / D)
-    return float((t_star ** 2 + (D - 1) * a2 * t_star ** (2 - D)) / (scale * D * aSa))
+    return float((t_star**2 + (D - 1) * a2 * t_star ** (2 - D)) / (scale * D * aSa))
 
 
-def chain_balance_path(hidden_sq0: float, steps: Sequence[float] | np.ndarray, teacher: Sequence[float],
-                       noise_cov: torch.Tensor, lr: float, depth: int = 2, input_var: float = 1.0,
-                       batch_size: int = 1) -> np.ndarray:
+def chain_balance_path(
+    hidden_sq0: float,
+    steps: Sequence[float] | np.ndarray,
+    teacher: Sequence[float],
+    noise_cov: torch.Tensor,
+    lr: float,
+    depth: int = 2,
+    input_var: float = 1.0,
+    batch_size: int = 1,
+) -> np.ndarray:
     """The balance ``t(n)`` at the given step counts predicted by the expected drift alone (our derivation).
 
     Integrates ``dt/dn`` of ``chain_relaxation_time`` from ``t(0) = hidden_sq0`` (the small-``eta`` mean path
@@ -196,9 +227,15 @@ def chain_balance_path(hidden_sq0: float, steps: Sequence[float] | np.ndarray, t
     if n[-1] == 0:
         return np.full(n.shape, float(hidden_sq0))
     # integrate in log t (t stays positive) over the rescaled time scale * n
-    sol = solve_ivp(lambda _, y: _balance_rate(np.exp(y), a2, aSa, trS, depth, 1.0) / np.exp(y),
-                    (0.0, scale * float(n[-1])), [math.log(hidden_sq0)], t_eval=scale * n, method="LSODA",
-                    rtol=1e-10, atol=1e-12)
+    sol = solve_ivp(
+        lambda _, y: _balance_rate(np.exp(y), a2, aSa, trS, depth, 1.0) / np.exp(y),
+        (0.0, scale * float(n[-1])),
+        [math.log(hidden_sq0)],
+        t_eval=scale * n,
+        method="LSODA",
+        rtol=1e-10,
+        atol=1e-12,
+    )
     if not sol.success:  # pragma: no cover - the right-hand side is smooth
         raise RuntimeError(f"chain_balance_path: integration failed ({sol.message}).")
     return np.exp(sol.y[0])
@@ -264,8 +301,13 @@ def chain_point(hidden_sq: float, teacher: Sequence[float], depth: int = 2) -> t
     return net, net.flatten(layers)
 
 
-def population_loss(net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Tensor, input_cov: torch.Tensor,
-                    metric: torch.Tensor | None = None) -> torch.Tensor:
+def population_loss(
+    net: DeepLinearNet,
+    theta: torch.Tensor,
+    teacher: torch.Tensor,
+    input_cov: torch.Tensor,
+    metric: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``1/2 tr[M (W - A) Sigma_x (W - A)^T]`` without the constant noise floor (``M = I`` by default).
 
     With ``M = I`` its Hessian at a minimum is ``H``; with ``M = Sigma_eps`` it is the gradient-noise
@@ -276,9 +318,12 @@ def population_loss(net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Tens
     return 0.5 * torch.einsum("ij,jk,kl,il->", M, E, input_cov, E)
 
 
-def curvature_summary(net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Tensor, input_cov: torch.Tensor,
-                      noise_cov: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Exact ``S``, ``tr H`` and ``tr C`` at each row of ``theta`` (shape ``(R, P)``; noise_cov ``(d,d)`` or ``(R,d,d)``)."""
+def curvature_summary(
+    net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Tensor, input_cov: torch.Tensor, noise_cov: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Exact ``S``, ``tr H`` and ``tr C`` at each row of ``theta``.
+
+    ``theta`` has shape ``(R, P)``; ``noise_cov`` is ``(d, d)`` or ``(R, d, d)``."""
     theta = theta.reshape(-1, net.dim).to(torch.float64)
     R = theta.shape[0]
     noise = noise_cov.to(torch.float64).expand(R, *noise_cov.shape[-2:])
@@ -324,8 +369,8 @@ def chain_flow_limit(net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Ten
     Ws = net.layers(theta)
     w = torch.cat([W.reshape(-1, 1) for W in Ws[:-1]], dim=1)  # (R, D-1)
     u = Ws[-1].reshape(theta.shape[0], -1)
-    c = w ** 2 - w[:, :1] ** 2
-    cu = (u ** 2).sum(1) - w[:, 0] ** 2
+    c = w**2 - w[:, :1] ** 2
+    cu = (u**2).sum(1) - w[:, 0] ** 2
     lo = torch.clamp(-(torch.minimum(c.min(1).values, cu)), min=0.0)
     hi = lo + 1.0
     prod = lambda t1: (t1 + cu) * (t1.unsqueeze(1) + c).prod(1)  # noqa: E731
@@ -342,8 +387,14 @@ def chain_flow_limit(net: DeepLinearNet, theta: torch.Tensor, teacher: torch.Ten
     return torch.cat([w_new, u_new], dim=1)
 
 
-def chain_balance_drift(net: DeepLinearNet, theta: torch.Tensor, noise_cov: torch.Tensor, lr: float,
-                        input_var: float = 1.0, batch_size: int = 1) -> torch.Tensor:
+def chain_balance_drift(
+    net: DeepLinearNet,
+    theta: torch.Tensor,
+    noise_cov: torch.Tensor,
+    lr: float,
+    input_var: float = 1.0,
+    batch_size: int = 1,
+) -> torch.Tensor:
     """Expected one-step change of ``|u|^2 - w_1^2`` under SGD at a global minimum of a width-one chain.
 
     Closed form (our derivation): ``eta^2 s (P^2 tr Sigma - (P/w_1)^2 u^T Sigma u) / B`` with ``P = w_1...w_{D-1}``.
@@ -358,13 +409,25 @@ def chain_balance_drift(net: DeepLinearNet, theta: torch.Tensor, noise_cov: torc
     P = w.prod(1)
     cov = noise_cov.to(torch.float64)
     uSu = torch.einsum("ri,ij,rj->r", u, cov, u)
-    return lr ** 2 * input_var * (P ** 2 * torch.trace(cov) - (P / w[:, 0]) ** 2 * uSu) / batch_size
+    return lr**2 * input_var * (P**2 * torch.trace(cov) - (P / w[:, 0]) ** 2 * uSu) / batch_size
 
 
-def label_noise_sgd(net: DeepLinearNet, theta0: torch.Tensor, teacher: torch.Tensor, input_cov: torch.Tensor,
-                    noise_cov: torch.Tensor, lr: float | Sequence[float], steps: int, batch_size: int = 1,
-                    record_every: int = 100, seed: int = 0, divergence: float = 1e8,
-                    chunk: int = 500, track: bool = True, chain_kernel: bool = False) -> dict[str, np.ndarray]:
+def label_noise_sgd(
+    net: DeepLinearNet,
+    theta0: torch.Tensor,
+    teacher: torch.Tensor,
+    input_cov: torch.Tensor,
+    noise_cov: torch.Tensor,
+    lr: float | Sequence[float],
+    steps: int,
+    batch_size: int = 1,
+    record_every: int = 100,
+    seed: int = 0,
+    divergence: float = 1e8,
+    chunk: int = 500,
+    track: bool = True,
+    chain_kernel: bool = False,
+) -> dict[str, np.ndarray]:
     """Online SGD (fresh inputs and fresh label noise every step) on ``R`` replicas at once.
 
     ``theta0``: ``(R, P)``; ``noise_cov``: ``(d, d)`` or one per replica ``(R, d, d)``; ``lr``: one value or
@@ -396,8 +459,10 @@ def label_noise_sgd(net: DeepLinearNet, theta0: torch.Tensor, teacher: torch.Ten
     if A.shape != (net.d_out, net.d_in) or Sx.shape != (net.d_in, net.d_in):
         raise ConfigError(f"teacher must be ({net.d_out}, {net.d_in}) and input_cov ({net.d_in}, {net.d_in}).")
     if not torch.allclose(noise, noise.transpose(-1, -2)) or float(torch.linalg.eigvalsh(noise).min()) < -1e-12:
-        raise ConfigError("every noise covariance must be symmetric positive semi-definite; build them with "
-                          "noise_covariance(ratio, trace).")
+        raise ConfigError(
+            "every noise covariance must be symmetric positive semi-definite; build them with "
+            "noise_covariance(ratio, trace)."
+        )
     Lx = torch.linalg.cholesky(Sx).numpy()
     evals, evecs = torch.linalg.eigh(noise)  # a square root that also works for singular covariances
     Le = (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)).numpy()  # (R, d, d)
@@ -443,7 +508,7 @@ def label_noise_sgd(net: DeepLinearNet, theta0: torch.Tensor, teacher: torch.Ten
                 t, theta = _chain_steps(theta, X, Y, lrs[:, 0], alive, t, steps, record_every, record, divergence)
                 continue
             for i in range(n):
-                Ws = [theta[:, offsets[k]:offsets[k + 1]].reshape(R, *s) for k, s in enumerate(net.shapes)]
+                Ws = [theta[:, offsets[k] : offsets[k + 1]].reshape(R, *s) for k, s in enumerate(net.shapes)]
                 hs = [X[i]]
                 for W in Ws:
                     hs.append(hs[-1] @ W.transpose(0, 2, 1))
@@ -468,8 +533,18 @@ def label_noise_sgd(net: DeepLinearNet, theta0: torch.Tensor, teacher: torch.Ten
     return out
 
 
-def _chain_steps(theta: np.ndarray, X: np.ndarray, Y: np.ndarray, lr: np.ndarray, alive: np.ndarray, t: int,
-                 steps: int, record_every: int, record, divergence: float) -> tuple[int, np.ndarray]:
+def _chain_steps(
+    theta: np.ndarray,
+    X: np.ndarray,
+    Y: np.ndarray,
+    lr: np.ndarray,
+    alive: np.ndarray,
+    t: int,
+    steps: int,
+    record_every: int,
+    record,
+    divergence: float,
+) -> tuple[int, np.ndarray]:
     """SGD steps of ``f(x) = u w x`` (batch 1) for one chunk of draws ``X (n,R,1,1)``, ``Y (n,R,1,d)``.
 
     The same update as the generic loop, on one-dimensional arrays: ``h = x w``, ``delta = h u - y``,
@@ -515,8 +590,10 @@ def extrapolate_to_zero(etas: Sequence[float], values: Sequence[float], degree: 
     if not (isinstance(degree, int) and degree >= 1):
         raise ConfigError(f"degree={degree!r} must be a positive integer (1: line, 2: parabola in eta).")
     if x.size < degree + 1 or np.unique(x).size < degree + 1 or x.shape != y.shape:
-        raise ConfigError(f"extrapolate_to_zero with degree={degree} needs values at >= {degree + 1} distinct "
-                          "step sizes, one value per step size.")
+        raise ConfigError(
+            f"extrapolate_to_zero with degree={degree} needs values at >= {degree + 1} distinct "
+            "step sizes, one value per step size."
+        )
     return float(np.polyfit(x, y, degree)[-1])
 
 
@@ -535,8 +612,15 @@ def online_sgd_threshold(batch_size: int = 1) -> float:
     return 2.0 / (1.0 + 2.0 / batch_size)
 
 
-def multiplicative_ar1(eta_lambda: float, steps: int, chains: int = 2000, batch_size: int = 1,
-                       noise_var: float = 1.0, eta: float = 0.1, seed: int = 0) -> np.ndarray:
+def multiplicative_ar1(
+    eta_lambda: float,
+    steps: int,
+    chains: int = 2000,
+    batch_size: int = 1,
+    noise_var: float = 1.0,
+    eta: float = 0.1,
+    seed: int = 0,
+) -> np.ndarray:
     """Simulate ``z_{t+1} = (1 - eta lambda xbar2_t) z_t + eta xi_t`` (``xbar2``: batch mean of squared Gaussians,
     ``E xi^2 = noise_var``) for many chains from ``z = 0``; returns the variance over chains at every step.
 
@@ -560,5 +644,5 @@ def multiplicative_ar1(eta_lambda: float, steps: int, chains: int = 2000, batch_
 
 def ar1_stationary_variance(eta_lambda: float, eta: float = 0.1, noise_var: float = 1.0, batch_size: int = 1) -> float:
     """``eta^2 v / (2 eta lambda - (1 + 2/B) (eta lambda)^2)``, ``inf`` at or above ``online_sgd_threshold(B)``."""
-    denom = 2.0 * eta_lambda - (1.0 + 2.0 / batch_size) * eta_lambda ** 2
-    return float(eta ** 2 * noise_var / denom) if denom > 0 else math.inf
+    denom = 2.0 * eta_lambda - (1.0 + 2.0 / batch_size) * eta_lambda**2
+    return float(eta**2 * noise_var / denom) if denom > 0 else math.inf

@@ -11,10 +11,11 @@ algebra in float64 and serves as ground truth for the book's first chapter:
   :func:`threshold_by_bisection` give the stability of the three methods on one eigen-direction;
 * :func:`classify` names the regime of one direction: converge / oscillate / neutral / diverge.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -31,8 +32,10 @@ def check_eta(eta: ArrayLike) -> np.ndarray:
     """Step size(s) as a float64 array; every entry must be finite and > 0."""
     arr = np.asarray(eta, dtype=np.float64)
     if arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ConfigError(f"step size eta={eta!r} must be finite and > 0 (e.g. eta=0.1); "
-                          "gradient descent with eta <= 0 does not descend.")
+        raise ConfigError(
+            f"step size eta={eta!r} must be finite and > 0 (e.g. eta=0.1); "
+            "gradient descent with eta <= 0 does not descend."
+        )
     return arr
 
 
@@ -71,8 +74,14 @@ def quadratic_loss(A: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 0.5 * np.einsum("...i,ij,...j->...", x, A, x)
 
 
-def trajectory(A: np.ndarray | Sequence[float], x0: Sequence[float] | np.ndarray, eta: ArrayLike, steps: int,
-               method: str = "gd", beta: float = 0.0) -> np.ndarray:
+def trajectory(
+    A: np.ndarray | Sequence[float],
+    x0: Sequence[float] | np.ndarray,
+    eta: ArrayLike,
+    steps: int,
+    method: str = "gd",
+    beta: float = 0.0,
+) -> np.ndarray:
     """Iterates ``x_0, ..., x_steps`` of ``method`` on :math:`\\tfrac12 x^\\top A x`.
 
     * ``gd``: :math:`x_{t+1} = x_t - \\eta A x_t`;
@@ -112,8 +121,9 @@ def trajectory(A: np.ndarray | Sequence[float], x0: Sequence[float] | np.ndarray
     return out[0] if scalar else out
 
 
-def gd_closed_form(A: np.ndarray | Sequence[float], x0: Sequence[float] | np.ndarray, eta: float,
-                   t: int | Sequence[int] | np.ndarray) -> np.ndarray:
+def gd_closed_form(
+    A: np.ndarray | Sequence[float], x0: Sequence[float] | np.ndarray, eta: float, t: int | Sequence[int] | np.ndarray
+) -> np.ndarray:
     """GD iterate(s) :math:`x_t = U\\,\\mathrm{diag}((1-\\eta\\lambda_i)^t)\\,U^\\top x_0` from the eigendecomposition.
 
     ``t`` may be an integer (result ``(d,)``) or an array of step indices (result ``(len(t), d)``).
@@ -210,8 +220,11 @@ def classify(eta: ArrayLike, lam: ArrayLike, atol: float = 1e-12) -> np.ndarray:
     Returns an array of strings (a 0-d array for scalar input).
     """
     r = 1.0 - check_eta(eta) * np.asarray(lam, dtype=np.float64)
-    out = np.where(np.abs(np.abs(r) - 1.0) <= atol, "neutral",
-                   np.where(np.abs(r) > 1.0, "diverge", np.where(r >= 0.0, "converge", "oscillate")))
+    out = np.where(
+        np.abs(np.abs(r) - 1.0) <= atol,
+        "neutral",
+        np.where(np.abs(r) > 1.0, "diverge", np.where(r >= 0.0, "converge", "oscillate")),
+    )
     return out.astype("<U9")
 
 

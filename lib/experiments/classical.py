@@ -10,23 +10,22 @@
 The measurements come from :mod:`instabilities.curvature.compare` (``compare_solvers``,
 ``warm_start_matvecs``, ``dense_hessian_blocked``; what a product costs: ``curvature.time_hvps``).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .. import curvature
-
-from . import registry as experiments
-from ..config import (Config, ConfigError, require_choice, require_nonnegative, require_positive,
-                     require_positive_int)
+from ..config import Config, ConfigError, require_choice, require_nonnegative, require_positive, require_positive_int
 from ..data import DATASETS
-from .common import NetConfig, run_population
 from ..models import ACTIVATIONS, ModelSpec
 from ..train import Problem, TrainConfig, build_problem, train
+from . import registry as experiments
+from .common import NetConfig, run_population
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int], None]
@@ -65,13 +64,22 @@ class SharpnessTwoEtasConfig(NetConfig):
 
     def gd_config(self, eta: float, device: str = "cpu") -> TrainConfig:
         """The :class:`~instabilities.train.TrainConfig` of the run at step size ``eta``."""
-        return self.train_config(optimizer="gd", lr=float(eta), steps=self.steps, seed=self.seed,
-                                 eig_every=self.eig_every, n_eigs=self.n_eigs, eig_tol=self.eig_tol, device=device,
-                                 dtype=self.dtype)
+        return self.train_config(
+            optimizer="gd",
+            lr=float(eta),
+            steps=self.steps,
+            seed=self.seed,
+            eig_every=self.eig_every,
+            n_eigs=self.n_eigs,
+            eig_tol=self.eig_tol,
+            device=device,
+            dtype=self.dtype,
+        )
 
 
-def run_sharpness_two_etas(cfg: SharpnessTwoEtasConfig, device: str = "cpu",
-                          progress: Progress | None = None) -> dict[str, np.ndarray]:
+def run_sharpness_two_etas(
+    cfg: SharpnessTwoEtasConfig, device: str = "cpu", progress: Progress | None = None
+) -> dict[str, np.ndarray]:
     """Train all step sizes as one vmapped population; arrays padded with NaN after a divergence.
 
     ``train_loss`` is ``(len(etas), steps+1)``; ``eigs`` is ``(len(etas), n_evals, n_eigs)`` at
@@ -84,23 +92,43 @@ def run_sharpness_two_etas(cfg: SharpnessTwoEtasConfig, device: str = "cpu",
     prob = build_problem(configs[0])
     pop = run_population(configs, progress=progress, name="sharpness_two_etas", cfg=cfg, problem=prob)
     m = len(cfg.etas)
-    return {"etas": np.asarray(cfg.etas, dtype=np.float64), "step": np.arange(cfg.steps + 1),
-            "eig_step": pop.eig_step, "train_loss": pop.train_loss, "train_acc": pop.train_acc,
-            "eigs": pop.eigs, "sharpness": pop.eigs[..., 0], "eig_residuals": pop.eig_residuals,
-            "eig_matvecs": np.tile(pop.eig_matvecs, (m, 1)), "diverged": pop.diverged,
-            "diverged_step": pop.diverged_step, "wall_seconds": np.asarray(pop.wall_seconds),
-            "n_params": np.asarray(prob.flat.dim)}
+    return {
+        "etas": np.asarray(cfg.etas, dtype=np.float64),
+        "step": np.arange(cfg.steps + 1),
+        "eig_step": pop.eig_step,
+        "train_loss": pop.train_loss,
+        "train_acc": pop.train_acc,
+        "eigs": pop.eigs,
+        "sharpness": pop.eigs[..., 0],
+        "eig_residuals": pop.eig_residuals,
+        "eig_matvecs": np.tile(pop.eig_matvecs, (m, 1)),
+        "diverged": pop.diverged,
+        "diverged_step": pop.diverged_step,
+        "wall_seconds": np.asarray(pop.wall_seconds),
+        "n_params": np.asarray(prob.flat.dim),
+    }
 
 
 experiments.register(
-    "sharpness_two_etas", chapter="measuring_sharpness",
+    "sharpness_two_etas",
+    chapter="measuring_sharpness",
     description="Sharpness of a tanh MLP during full-batch GD (MSE) at two step sizes eta and 2*eta.",
     configs={
         "ci": SharpnessTwoEtasConfig(scale="ci"),
-        "full": SharpnessTwoEtasConfig(scale="full", n_train=4000, widths=(200, 200), etas=(0.1, 0.2),
-                                      steps=5000, eig_every=20, n_eigs=2, eig_tol=1e-4),
+        "full": SharpnessTwoEtasConfig(
+            scale="full",
+            n_train=4000,
+            widths=(200, 200),
+            etas=(0.1, 0.2),
+            steps=5000,
+            eig_every=20,
+            n_eigs=2,
+            eig_tol=1e-4,
+        ),
     },
-    run=run_sharpness_two_etas, resumable=True)
+    run=run_sharpness_two_etas,
+    resumable=True,
+)
 
 
 # =========================================================================== solver accuracy at the EoS
@@ -136,8 +164,18 @@ class SolverAccuracyConfig(Config):
         require_choice("activation", self.activation, tuple(ACTIVATIONS))
         require_choice("dtype", self.dtype, ("float32", "float64"))
         require_positive("eta", self.eta)
-        for name in ("n_train", "n_test", "train_steps", "k", "lanczos_max_iter", "power_max_iter", "tiny_krylov",
-                     "n_dense_top", "warm_steps", "warm_k"):
+        for name in (
+            "n_train",
+            "n_test",
+            "train_steps",
+            "k",
+            "lanczos_max_iter",
+            "power_max_iter",
+            "tiny_krylov",
+            "n_dense_top",
+            "warm_steps",
+            "warm_k",
+        ):
             require_positive_int(name, getattr(self, name))
         require_nonnegative("track_every", self.track_every)
         for name in ("lanczos_tol", "power_tol", "warm_tol"):
@@ -146,14 +184,28 @@ class SolverAccuracyConfig(Config):
             raise ConfigError(f"n_dense_top={self.n_dense_top} must be >= k={self.k} to compare the top k.")
 
     def train_config(self, device: str = "cpu") -> TrainConfig:
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train, n_test=self.n_test,
-                           model=ModelSpec("mlp", tuple(self.widths), self.activation), loss="mse",
-                           optimizer="gd", lr=self.eta, steps=self.train_steps, seed=self.seed,
-                           eig_every=self.track_every, n_eigs=1, eig_tol=1e-4, device=device, dtype=self.dtype)
+        return TrainConfig(
+            scale=self.scale,
+            dataset=self.dataset,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            model=ModelSpec("mlp", tuple(self.widths), self.activation),
+            loss="mse",
+            optimizer="gd",
+            lr=self.eta,
+            steps=self.train_steps,
+            seed=self.seed,
+            eig_every=self.track_every,
+            n_eigs=1,
+            eig_tol=1e-4,
+            device=device,
+            dtype=self.dtype,
+        )
 
 
-def run_solver_accuracy(cfg: SolverAccuracyConfig, device: str = "cpu",
-                        progress: Progress | None = None) -> dict[str, np.ndarray]:
+def run_solver_accuracy(
+    cfg: SolverAccuracyConfig, device: str = "cpu", progress: Progress | None = None
+) -> dict[str, np.ndarray]:
     """Train (GD) into the EoS, compare solvers at the final iterate, then count warm-start savings."""
     tcfg = cfg.train_config(device)
     prob: Problem = build_problem(tcfg)
@@ -161,25 +213,52 @@ def run_solver_accuracy(cfg: SolverAccuracyConfig, device: str = "cpu",
     if hist.diverged:
         raise ConfigError(f"the training run diverged at step {hist.diverged_step}; lower eta={cfg.eta}.")
     theta = torch.as_tensor(hist.theta_final, device=prob.flat.theta0.device)
-    out = curvature.compare_solvers(prob.objective, theta, k=cfg.k, solvers=("lanczos", "power", "tiny"),
-                                    reference="dense" if cfg.dense else "lanczos", lanczos_tol=cfg.lanczos_tol,
-                                    lanczos_max_iter=cfg.lanczos_max_iter, power_tol=cfg.power_tol,
-                                    power_max_iter=cfg.power_max_iter, tiny_krylov=cfg.tiny_krylov,
-                                    n_reference=cfg.n_dense_top, seed=cfg.seed)
+    out = curvature.compare_solvers(
+        prob.objective,
+        theta,
+        k=cfg.k,
+        solvers=("lanczos", "power", "tiny"),
+        reference="dense" if cfg.dense else "lanczos",
+        lanczos_tol=cfg.lanczos_tol,
+        lanczos_max_iter=cfg.lanczos_max_iter,
+        power_tol=cfg.power_tol,
+        power_max_iter=cfg.power_max_iter,
+        tiny_krylov=cfg.tiny_krylov,
+        n_reference=cfg.n_dense_top,
+        seed=cfg.seed,
+    )
     warm = curvature.warm_start_matvecs(prob.objective, theta, cfg.eta, cfg.warm_steps, k=cfg.warm_k, tol=cfg.warm_tol)
     out.update({f"warm_{key}": val for key, val in warm.items()})
-    out.update({"eta": np.asarray(cfg.eta), "n_params": np.asarray(prob.flat.dim),
-                "train_loss": np.asarray(hist.train_loss), "track_step": np.asarray(hist.eig_step),
-                "track_sharpness": hist.sharpness})
+    out.update(
+        {
+            "eta": np.asarray(cfg.eta),
+            "n_params": np.asarray(prob.flat.dim),
+            "train_loss": np.asarray(hist.train_loss),
+            "track_step": np.asarray(hist.eig_step),
+            "track_sharpness": hist.sharpness,
+        }
+    )
     return out
 
 
 experiments.register(
-    "solver_accuracy", chapter="measuring_sharpness",
+    "solver_accuracy",
+    chapter="measuring_sharpness",
     description="Dense spectrum vs Lanczos, power iteration and tiny-Krylov Lanczos at the edge of stability.",
     configs={
         "ci": SolverAccuracyConfig(scale="ci"),
-        "full": SolverAccuracyConfig(scale="full", n_train=4000, widths=(100, 100), eta=0.2, train_steps=3000,
-                                     track_every=50, k=6, n_dense_top=40, tiny_krylov=12, warm_steps=20),
+        "full": SolverAccuracyConfig(
+            scale="full",
+            n_train=4000,
+            widths=(100, 100),
+            eta=0.2,
+            train_steps=3000,
+            track_every=50,
+            k=6,
+            n_dense_top=40,
+            tiny_krylov=12,
+            warm_steps=20,
+        ),
     },
-    run=run_solver_accuracy)
+    run=run_solver_accuracy,
+)

@@ -20,10 +20,11 @@ given the experiment's name and config at scale ``full`` it checkpoints to
 :func:`instabilities.experiments.checkpoint_path` and resumes from there (register such an
 experiment with ``resumable=True``).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -59,7 +60,9 @@ class NetConfig(Config):
         require_positive_int("n_train", self.n_train)
         require_positive_int("n_test", self.n_test)
         if not isinstance(self.widths, tuple) or len(self.widths) == 0:
-            raise ConfigError(f"widths={self.widths!r} must be a non-empty tuple of hidden widths, e.g. widths=(32, 32).")
+            raise ConfigError(
+                f"widths={self.widths!r} must be a non-empty tuple of hidden widths, e.g. widths=(32, 32)."
+            )
         for w in self.widths:
             require_positive_int("width", w)
         if self.dataset == "teacher" and self.loss == "ce":
@@ -72,12 +75,24 @@ class NetConfig(Config):
     def train_config(self, **kw) -> TrainConfig:
         """A :class:`TrainConfig` with scale, data, model and loss from this config; ``kw`` gives the rest
         (optimizer, lr, steps, seed, tracking, device, ...)."""
-        return TrainConfig(scale=self.scale, dataset=self.dataset, n_train=self.n_train, n_test=self.n_test,
-                           model=self.model_spec(), loss=self.loss, **kw)
+        return TrainConfig(
+            scale=self.scale,
+            dataset=self.dataset,
+            n_train=self.n_train,
+            n_test=self.n_test,
+            model=self.model_spec(),
+            loss=self.loss,
+            **kw,
+        )
 
 
-def run_population(configs: Sequence[TrainConfig], progress: Callable[[int, int], None] | None = None,
-                   name: str | None = None, cfg: Config | None = None, **kw) -> PopulationHistory:
+def run_population(
+    configs: Sequence[TrainConfig],
+    progress: Callable[[int, int], None] | None = None,
+    name: str | None = None,
+    cfg: Config | None = None,
+    **kw,
+) -> PopulationHistory:
     """:func:`~instabilities.population.train_population` of ``configs`` (``kw`` passed on), with
     ``eig_step``/``eigs``/``eig_residuals``/``eig_matvecs`` padded (NaN, 0) to every tracked step
     ``0, eig_every, ..., steps`` even when all members stopped or diverged early.

@@ -1,5 +1,6 @@
 """Experiments of the label-noise chapters: the solvable chain, the anisotropy sweep, other architectures,
 and the small-/large-step reconciliation. Each has a ``ci`` (CPU) and a ``full`` (GPU-sized) config."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -88,38 +89,55 @@ def run_chain(cfg: ChainConfig, device: str = "cpu", progress=None) -> dict[str,
                     covs.append(cov)
                     thetas.append(th)
                     lrs.append(eta)
-    out = ln.label_noise_sgd(net, torch.stack(thetas), a.reshape(d, 1), torch.eye(1, dtype=torch.float64),
-                             torch.stack(covs), lrs, cfg.steps, cfg.batch_size, cfg.record_every, cfg.seed)
+    out = ln.label_noise_sgd(
+        net,
+        torch.stack(thetas),
+        a.reshape(d, 1),
+        torch.eye(1, dtype=torch.float64),
+        torch.stack(covs),
+        lrs,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.record_every,
+        cfg.seed,
+    )
     shape = (len(out["steps"]), len(cfg.ratios), len(cfg.etas), len(cfg.init_hidden_sq), cfg.replicas)
     diverged = np.asarray(out["diverged"], dtype=bool).reshape(shape[1:])
     res: dict[str, np.ndarray] = {}
     for key in TRAJECTORY_KEYS:
         mean, sem = _replica_statistics(np.asarray(out[key], dtype=np.float64).reshape(shape), diverged)
         res[f"{key}_mean"], res[f"{key}_sem"] = mean.astype(np.float32), sem.astype(np.float32)
-    preds = [ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth)
-             for r in cfg.ratios]
-    res.update(steps=np.asarray(out["steps"]), ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
-               init_hidden_sq=np.asarray(cfg.init_hidden_sq), replicas=np.asarray(cfg.replicas),
-               init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
-                                                   ln.noise_covariance(1.0, cfg.noise_trace, d),
-                                                   cfg.depth)["sharpness"],
-               n_diverged=diverged.sum(axis=-1).astype(np.int32),
-               predicted_sharpness=np.array([p["sharpness"] for p in preds]),
-               predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
-               predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
-               predicted_q=np.array([p["q"] for p in preds]))
+    preds = [
+        ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth) for r in cfg.ratios
+    ]
+    res.update(
+        steps=np.asarray(out["steps"]),
+        ratios=np.asarray(cfg.ratios),
+        etas=np.asarray(cfg.etas),
+        init_hidden_sq=np.asarray(cfg.init_hidden_sq),
+        replicas=np.asarray(cfg.replicas),
+        init_sharpness=ln.chain_on_manifold(
+            np.asarray(cfg.init_hidden_sq), cfg.teacher, ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth
+        )["sharpness"],
+        n_diverged=diverged.sum(axis=-1).astype(np.int32),
+        predicted_sharpness=np.array([p["sharpness"] for p in preds]),
+        predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
+        predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
+        predicted_q=np.array([p["q"] for p in preds]),
+    )
     return res
 
 
-def _replica_statistics(x: np.ndarray, diverged: np.ndarray,
-                        burn_in: float = STATIONARY_BURN_IN) -> tuple[np.ndarray, np.ndarray]:
+def _replica_statistics(
+    x: np.ndarray, diverged: np.ndarray, burn_in: float = STATIONARY_BURN_IN
+) -> tuple[np.ndarray, np.ndarray]:
     """``x[record, ..., replica]`` -> (mean over non-diverged replicas per record, standard error of the
     per-replica stationary time averages). NaN where fewer than 1 (mean) or 2 (error) replicas survived."""
     x = np.where(diverged[None], np.nan, x)
     with warnings.catch_warnings():  # all-diverged cells give NaN
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(x, axis=-1)
-        averages = np.nanmean(x[int(burn_in * x.shape[0]):], axis=0)  # [..., replica]
+        averages = np.nanmean(x[int(burn_in * x.shape[0]) :], axis=0)  # [..., replica]
         n = np.sum(~diverged, axis=-1)
         sem = np.nanstd(averages, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
     return mean, np.where(n >= 2, sem, np.nan)
@@ -132,8 +150,9 @@ def _burn_in(res: dict[str, np.ndarray], burn_in: float | None) -> float:
     return float(res["burn_in"]) if "burn_in" in res else STATIONARY_BURN_IN
 
 
-def stationary_mean(res: dict[str, np.ndarray], key: str = "flow_sharpness",
-                    burn_in: float | None = None) -> np.ndarray:
+def stationary_mean(
+    res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float | None = None
+) -> np.ndarray:
     """Mean over the last ``1 - burn_in`` of the records and over the replicas that never diverged:
     ``[ratio, eta, init]`` (NaN where every replica diverged). ``burn_in=None``: the result's own
     ``burn_in`` entry if it has one (the sweep), else 0.5."""
@@ -156,8 +175,13 @@ def _extrapolation_weights(etas: np.ndarray, degree: int = 1) -> np.ndarray:
     return np.array([ln.extrapolate_to_zero(etas, np.eye(len(etas))[i], degree) for i in range(len(etas))])
 
 
-def extrapolated(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float | None = None,
-                 degree: int = 1, per_start: bool = False) -> np.ndarray:
+def extrapolated(
+    res: dict[str, np.ndarray],
+    key: str = "flow_sharpness",
+    burn_in: float | None = None,
+    degree: int = 1,
+    per_start: bool = False,
+) -> np.ndarray:
     """Richardson extrapolation ``eta -> 0`` of the stationary mean, pooled over inits: one per ratio;
     ``per_start=True``: one per ratio and init, ``[ratio, init]``. ``degree`` of the polynomial in ``eta``
     (2 needs three step sizes)."""
@@ -170,20 +194,22 @@ def extrapolated(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_i
     return np.array([ln.extrapolate_to_zero(res["etas"], row, degree) for row in m])
 
 
-def extrapolated_sem(res: dict[str, np.ndarray], key: str = "flow_sharpness", degree: int = 1,
-                     per_start: bool = False) -> np.ndarray:
+def extrapolated_sem(
+    res: dict[str, np.ndarray], key: str = "flow_sharpness", degree: int = 1, per_start: bool = False
+) -> np.ndarray:
     """Standard error of ``extrapolated(res, key, degree=degree, per_start=per_start)`` (independent replicas
     per cell): one per ratio, or ``[ratio, init]``."""
     sem = stationary_sem(res, key)  # [ratio, eta, init]
     c = _extrapolation_weights(np.asarray(res["etas"], dtype=float), degree)
     if per_start:
-        return np.sqrt(np.einsum("rei,e->ri", sem ** 2, c ** 2))
-    pooled = np.sqrt(np.sum(sem ** 2, axis=2)) / sem.shape[2]  # [ratio, eta]
-    return np.sqrt(pooled ** 2 @ c ** 2)
+        return np.sqrt(np.einsum("rei,e->ri", sem**2, c**2))
+    pooled = np.sqrt(np.sum(sem**2, axis=2)) / sem.shape[2]  # [ratio, eta]
+    return np.sqrt(pooled**2 @ c**2)
 
 
-def extrapolated_bracket(res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float | None = None,
-                         degree: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def extrapolated_bracket(
+    res: dict[str, np.ndarray], key: str = "flow_sharpness", burn_in: float | None = None, degree: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Lower and upper end, one per ratio, of the ``eta -> 0`` extrapolation allowed by the different starts.
 
     The expected balance obeys a one-dimensional drift with one attracting point, so runs started on the two
@@ -227,8 +253,10 @@ class RelaxedChainConfig(ChainBaseConfig):
         if len(set(self.etas)) < 2:
             raise ConfigError(f"etas={self.etas!r}: the eta -> 0 extrapolation needs >= 2 distinct step sizes.")
         if not (0.0 <= self.burn_in < 1.0) or int(self.burn_in * (self.records + 1)) >= self.records + 1:
-            raise ConfigError(f"burn_in={self.burn_in!r} must be in [0, 1) and leave at least one of the "
-                              f"{self.records + 1} records; lower it or raise records.")
+            raise ConfigError(
+                f"burn_in={self.burn_in!r} must be in [0, 1) and leave at least one of the "
+                f"{self.records + 1} records; lower it or raise records."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,9 +273,17 @@ class ChainConvergenceConfig(RelaxedChainConfig):
 def relaxation_schedule(cfg: RelaxedChainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Relaxation times ``tau`` and run lengths (steps), both ``[ratio, eta]``, of the cells of a relaxed chain run."""
     d = len(cfg.teacher)
-    tau = np.array([[ln.chain_relaxation_time(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), eta,
-                                              cfg.depth, batch_size=cfg.batch_size) for eta in cfg.etas]
-                    for r in cfg.ratios])
+    tau = np.array(
+        [
+            [
+                ln.chain_relaxation_time(
+                    cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), eta, cfg.depth, batch_size=cfg.batch_size
+                )
+                for eta in cfg.etas
+            ]
+            for r in cfg.ratios
+        ]
+    )
     per_record = np.ceil(np.maximum(cfg.min_steps, cfg.relaxation_times * tau) / cfg.records)
     return tau, (per_record * cfg.records).astype(np.int64)
 
@@ -299,8 +335,19 @@ def run_relaxed_chain(cfg: RelaxedChainConfig, device: str = "cpu", progress=Non
         for i, eta in enumerate(cfg.etas):
             seed = int(np.random.SeedSequence([cfg.seed, k, i]).generate_state(1)[0])
             n = int(run_steps[k, i])
-            out = ln.label_noise_sgd(net, thetas, a, torch.eye(1, dtype=torch.float64), cov, eta, n,
-                                     cfg.batch_size, n // cfg.records, seed, chain_kernel=True)
+            out = ln.label_noise_sgd(
+                net,
+                thetas,
+                a,
+                torch.eye(1, dtype=torch.float64),
+                cov,
+                eta,
+                n,
+                cfg.batch_size,
+                n // cfg.records,
+                seed,
+                chain_kernel=True,
+            )
             for key in TRAJECTORY_KEYS:
                 traj[key][:, k, i] = np.asarray(out[key], dtype=np.float64).reshape(n_rec, ni, R)
             steps[:, k, i] = out["steps"]
@@ -311,54 +358,115 @@ def run_relaxed_chain(cfg: RelaxedChainConfig, device: str = "cpu", progress=Non
     for key in TRAJECTORY_KEYS:
         mean, sem = _replica_statistics(traj[key], diverged, cfg.burn_in)
         res[f"{key}_mean"], res[f"{key}_sem"] = mean.astype(np.float32), sem.astype(np.float32)
-    preds = [ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth)
-             for r in cfg.ratios]
-    res.update(steps=steps, run_steps=run_steps, relaxation_steps=tau, burn_in=np.asarray(cfg.burn_in),
-               ratios=np.asarray(cfg.ratios), etas=np.asarray(cfg.etas),
-               init_hidden_sq=np.asarray(cfg.init_hidden_sq), replicas=np.asarray(R),
-               init_sharpness=ln.chain_on_manifold(np.asarray(cfg.init_hidden_sq), cfg.teacher,
-                                                   ln.noise_covariance(1.0, cfg.noise_trace, d),
-                                                   cfg.depth)["sharpness"],
-               n_diverged=diverged.sum(axis=-1).astype(np.int32),
-               predicted_sharpness=np.array([p["sharpness"] for p in preds]),
-               predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
-               predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
-               predicted_q=np.array([p["q"] for p in preds]))
+    preds = [
+        ln.chain_fixed_point(cfg.teacher, ln.noise_covariance(r, cfg.noise_trace, d), cfg.depth) for r in cfg.ratios
+    ]
+    res.update(
+        steps=steps,
+        run_steps=run_steps,
+        relaxation_steps=tau,
+        burn_in=np.asarray(cfg.burn_in),
+        ratios=np.asarray(cfg.ratios),
+        etas=np.asarray(cfg.etas),
+        init_hidden_sq=np.asarray(cfg.init_hidden_sq),
+        replicas=np.asarray(R),
+        init_sharpness=ln.chain_on_manifold(
+            np.asarray(cfg.init_hidden_sq), cfg.teacher, ln.noise_covariance(1.0, cfg.noise_trace, d), cfg.depth
+        )["sharpness"],
+        n_diverged=diverged.sum(axis=-1).astype(np.int32),
+        predicted_sharpness=np.array([p["sharpness"] for p in preds]),
+        predicted_trace_hessian=np.array([p["trace_hessian"] for p in preds]),
+        predicted_trace_fluctuation=np.array([p["trace_fluctuation"] for p in preds]),
+        predicted_q=np.array([p["q"] for p in preds]),
+    )
     return res
 
 
 experiments.register(
-    "label_noise_chain", chapter="label_noise_model",
+    "label_noise_chain",
+    chapter="label_noise_model",
     description="SGD with label noise on the width-one chain: convergence of the sharpness from different minima.",
-    configs={"ci": ChainConvergenceConfig(scale="ci", ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0, 4.0),
-                                          replicas=16, relaxation_times=15.0, records=30),
-             "full": ChainConvergenceConfig(scale="full", ratios=(4.0, 16.0), etas=(0.005, 0.01, 0.02),
-                                            init_hidden_sq=(0.05, 0.1, 0.3, 1.0, 4.0), replicas=64,
-                                            relaxation_times=15.0, records=150)},
-    run=run_relaxed_chain)
+    configs={
+        "ci": ChainConvergenceConfig(
+            scale="ci",
+            ratios=(4.0,),
+            etas=(0.04, 0.08),
+            init_hidden_sq=(0.1, 1.0, 4.0),
+            replicas=16,
+            relaxation_times=15.0,
+            records=30,
+        ),
+        "full": ChainConvergenceConfig(
+            scale="full",
+            ratios=(4.0, 16.0),
+            etas=(0.005, 0.01, 0.02),
+            init_hidden_sq=(0.05, 0.1, 0.3, 1.0, 4.0),
+            replicas=64,
+            relaxation_times=15.0,
+            records=150,
+        ),
+    },
+    run=run_relaxed_chain,
+)
 
 experiments.register(
-    "label_noise_sweep", chapter="label_noise_model",
+    "label_noise_sweep",
+    chapter="label_noise_model",
     description="Converged sharpness of the chain vs label-noise anisotropy r (fixed trace), SGD vs closed form.",
-    configs={"ci": SweepConfig(scale="ci", ratios=(0.25, 1.0, 4.0, 16.0), etas=(0.04, 0.08),
-                               init_hidden_sq=(0.1, 1.0), replicas=4, relaxation_times=10.0, records=20),
-             "full": SweepConfig(scale="full", ratios=(0.1, 0.25, 1.0, 2.0, 4.0, 10.0, 30.0, 100.0),
-                                 etas=(0.005, 0.01, 0.02), init_hidden_sq=(0.1, 1.0), replicas=32,
-                                 relaxation_times=10.0, records=100)},
-    run=run_relaxed_chain)
+    configs={
+        "ci": SweepConfig(
+            scale="ci",
+            ratios=(0.25, 1.0, 4.0, 16.0),
+            etas=(0.04, 0.08),
+            init_hidden_sq=(0.1, 1.0),
+            replicas=4,
+            relaxation_times=10.0,
+            records=20,
+        ),
+        "full": SweepConfig(
+            scale="full",
+            ratios=(0.1, 0.25, 1.0, 2.0, 4.0, 10.0, 30.0, 100.0),
+            etas=(0.005, 0.01, 0.02),
+            init_hidden_sq=(0.1, 1.0),
+            replicas=32,
+            relaxation_times=10.0,
+            records=100,
+        ),
+    },
+    run=run_relaxed_chain,
+)
 
 experiments.register(
-    "label_noise_reconcile", chapter="reconciling",
+    "label_noise_reconcile",
+    chapter="reconciling",
     description="Chain with strongly anisotropic label noise at small and large step sizes: sharpness and tr C "
-                "(run lengths from the relaxation time tau).",
-    configs={"ci": RelaxedChainConfig(scale="ci", ratios=(100.0,), etas=(0.03, 0.05, 0.08, 0.12, 0.16, 0.2),
-                                      init_hidden_sq=(1.0, 0.0995), replicas=8, relaxation_times=4.0,
-                                      min_steps=2000, records=20, burn_in=0.5),
-             "full": RelaxedChainConfig(scale="full", ratios=(1.0, 100.0),
-                                        etas=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2),
-                                        init_hidden_sq=(1.0, 0.0995), replicas=32, relaxation_times=10.0,
-                                        min_steps=20000, records=100, burn_in=0.5)},
-    run=run_relaxed_chain)
+    "(run lengths from the relaxation time tau).",
+    configs={
+        "ci": RelaxedChainConfig(
+            scale="ci",
+            ratios=(100.0,),
+            etas=(0.03, 0.05, 0.08, 0.12, 0.16, 0.2),
+            init_hidden_sq=(1.0, 0.0995),
+            replicas=8,
+            relaxation_times=4.0,
+            min_steps=2000,
+            records=20,
+            burn_in=0.5,
+        ),
+        "full": RelaxedChainConfig(
+            scale="full",
+            ratios=(1.0, 100.0),
+            etas=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2),
+            init_hidden_sq=(1.0, 0.0995),
+            replicas=32,
+            relaxation_times=10.0,
+            min_steps=20000,
+            records=100,
+            burn_in=0.5,
+        ),
+    },
+    run=run_relaxed_chain,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,10 +529,24 @@ def run_architectures(cfg: ArchConfig, device: str = "cpu", progress=None) -> di
     acc: dict[str, list] = {k: [] for k in (*out_keys, "clean_loss")}
     nparams = []
     for i, arch in enumerate(cfg.archs):
-        out = sm.train_sequence_label_noise(arch, covs, seeds, cfg.eta, cfg.steps, cfg.batch_size, cfg.d_in,
-                                            cfg.seq_len, cfg.width, cfg.teacher_scales, cfg.n_eval,
-                                            cfg.final_window, cfg.snapshot_every, device=device,
-                                            anneal_steps=cfg.anneal_steps, anneal_factor=cfg.anneal_factor)
+        out = sm.train_sequence_label_noise(
+            arch,
+            covs,
+            seeds,
+            cfg.eta,
+            cfg.steps,
+            cfg.batch_size,
+            cfg.d_in,
+            cfg.seq_len,
+            cfg.width,
+            cfg.teacher_scales,
+            cfg.n_eval,
+            cfg.final_window,
+            cfg.snapshot_every,
+            device=device,
+            anneal_steps=cfg.anneal_steps,
+            anneal_factor=cfg.anneal_factor,
+        )
         for k in out_keys:
             acc[k].append(np.asarray(out[k]).reshape(shape))
         acc["clean_loss"].append(out["clean_loss"].reshape(-1, *shape))
@@ -433,8 +555,14 @@ def run_architectures(cfg: ArchConfig, device: str = "cpu", progress=None) -> di
             progress(i + 1, len(cfg.archs))
     res = {k: np.stack(v) for k, v in acc.items()}
     res["clean_loss"] = np.moveaxis(res["clean_loss"], 0, 1)
-    res.update(steps=out["steps"], ratios=np.asarray(cfg.ratios), n_params=np.asarray(nparams),
-               archs=np.asarray(cfg.archs), levels=np.asarray(ARCH_LEVELS), anneal_start=np.asarray(cfg.steps))
+    res.update(
+        steps=out["steps"],
+        ratios=np.asarray(cfg.ratios),
+        n_params=np.asarray(nparams),
+        archs=np.asarray(cfg.archs),
+        levels=np.asarray(ARCH_LEVELS),
+        anneal_start=np.asarray(cfg.steps),
+    )
     return res
 
 
@@ -446,27 +574,48 @@ def architecture_summary(res: dict[str, np.ndarray], key: str = "final_sharpness
     a minimum as the control)."""
     from scipy import stats
 
-    x = np.asarray(res[key], dtype=float)                        # [arch, level, ratio, seed]
+    x = np.asarray(res[key], dtype=float)  # [arch, level, ratio, seed]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        paired = x[:, :, -1] / x[:, :, 0]                        # [arch, level, seed]
+        paired = x[:, :, -1] / x[:, :, 0]  # [arch, level, seed]
         n = np.sum(np.isfinite(paired), axis=-1)
         gap = np.nanmean(paired, axis=-1)
         half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * np.nanstd(paired, axis=-1, ddof=1) / np.sqrt(np.maximum(n, 1))
-        loss = np.nanmean(np.asarray(res["final_clean_loss"], dtype=float), axis=-1)   # [arch, level, ratio]
-        return {"mean": np.nanmean(x, axis=-1), "gap": gap, "gap_lo": gap - half, "gap_hi": gap + half,
-                "n": n, "loss": loss, "loss_ratio": loss[:, :, -1] / loss[:, 1:2, 0]}
+        loss = np.nanmean(np.asarray(res["final_clean_loss"], dtype=float), axis=-1)  # [arch, level, ratio]
+        return {
+            "mean": np.nanmean(x, axis=-1),
+            "gap": gap,
+            "gap_lo": gap - half,
+            "gap_hi": gap + half,
+            "n": n,
+            "loss": loss,
+            "loss_ratio": loss[:, :, -1] / loss[:, 1:2, 0],
+        }
 
 
 experiments.register(
-    "label_noise_architectures", chapter="label_noise_architectures",
+    "label_noise_architectures",
+    chapter="label_noise_architectures",
     description="Final sharpness and Gauss-Newton trace vs label-noise anisotropy for an MLP, an Elman RNN and a "
-                "1-layer transformer, with a low-noise control.",
-    configs={"ci": ArchConfig(scale="ci"),
-             "full": ArchConfig(scale="full", ratios=(1.0, 3.0, 10.0, 30.0, 100.0), seeds=tuple(range(8)),
-                                eta=0.05, steps=40000, anneal_steps=20000, batch_size=8, width=64, n_eval=1024,
-                                final_window=4, snapshot_every=1000)},
-    run=run_architectures)
+    "1-layer transformer, with a low-noise control.",
+    configs={
+        "ci": ArchConfig(scale="ci"),
+        "full": ArchConfig(
+            scale="full",
+            ratios=(1.0, 3.0, 10.0, 30.0, 100.0),
+            seeds=tuple(range(8)),
+            eta=0.05,
+            steps=40000,
+            anneal_steps=20000,
+            batch_size=8,
+            width=64,
+            n_eval=1024,
+            final_window=4,
+            snapshot_every=1000,
+        ),
+    },
+    run=run_architectures,
+)
 
 
 # ----------------------------------------------------------------------------- the general theorem (deep linear nets)
@@ -510,14 +659,24 @@ class GeneralTheoremConfig(Config):
 def general_noise(sigma: float, trace: float = 2.0) -> np.ndarray:
     """``diag(1, sigma^2)`` rescaled to the given trace (the paper's eq. 18 noise; the scale does not matter)."""
     require_positive("sigma", sigma)
-    d = np.array([1.0, sigma ** 2])
+    d = np.array([1.0, sigma**2])
     return np.diag(d * trace / d.sum())
 
 
 def general_schedule(cfg: GeneralTheoremConfig) -> tuple[np.ndarray, np.ndarray]:
     """Relaxation times ``tau`` and run lengths, both ``[depth, sigma, eta]``."""
-    tau = np.array([[[dl.diagonal_relaxation_time(np.diag(general_noise(s, cfg.noise_trace)), e, cfg.batch_size)
-                      for e in cfg.etas] for s in cfg.sigmas] for _ in cfg.depths])
+    tau = np.array(
+        [
+            [
+                [
+                    dl.diagonal_relaxation_time(np.diag(general_noise(s, cfg.noise_trace)), e, cfg.batch_size)
+                    for e in cfg.etas
+                ]
+                for s in cfg.sigmas
+            ]
+            for _ in cfg.depths
+        ]
+    )
     mult = np.array([cfg.relaxation_times * (D - 1) for D in cfg.depths])[:, None, None]
     steps = (np.ceil(mult * tau / cfg.records) * cfg.records).astype(np.int64)
     return tau, steps
@@ -545,12 +704,22 @@ def run_general(cfg: GeneralTheoremConfig, device: str = "cpu", progress=None) -
     for a, D in enumerate(cfg.depths):
         for b, sig in enumerate(cfg.sigmas):
             Se = general_noise(sig, cfg.noise_trace)
-            starts = ([dl.minimal_trace_weights(D, I2, I2)] * R
-                      + [dl.minimal_fluctuation_weights(D, I2, I2, general_noise(sig * cfg.sharp_start))] * R)
+            starts = [dl.minimal_trace_weights(D, I2, I2)] * R + [
+                dl.minimal_fluctuation_weights(D, I2, I2, general_noise(sig * cfg.sharp_start))
+            ] * R
             for c, eta in enumerate(cfg.etas):
                 seed = int(np.random.SeedSequence([cfg.seed, a, b, c]).generate_state(1)[0])
-                out = dl.train(starts, I2, I2, Se, float(eta), [("sgd", int(run_steps[a, b, c]))], cfg.records,
-                               cfg.batch_size, seed)
+                out = dl.train(
+                    starts,
+                    I2,
+                    I2,
+                    Se,
+                    float(eta),
+                    [("sgd", int(run_steps[a, b, c]))],
+                    cfg.records,
+                    cfg.batch_size,
+                    seed,
+                )
                 for k in GENERAL_KEYS:
                     traj[k][:, a, b, c] = out[k].reshape(n_rec, 2, R)
                 steps[:, a, b, c] = out["steps"]
@@ -573,16 +742,29 @@ def run_general(cfg: GeneralTheoremConfig, device: str = "cpu", progress=None) -
         res[f"{k}_sem"] = sem
     noises = [general_noise(s, cfg.noise_trace) for s in cfg.sigmas]
     res.update(
-        steps=steps, run_steps=run_steps, relaxation_steps=tau, conditions=cond, n_diverged=diverged.sum(-1),
-        depths=np.asarray(cfg.depths), sigmas=np.asarray(cfg.sigmas), etas=np.asarray(cfg.etas),
-        replicas=np.asarray(R), burn_in=np.asarray(cfg.burn_in),
+        steps=steps,
+        run_steps=run_steps,
+        relaxation_steps=tau,
+        conditions=cond,
+        n_diverged=diverged.sum(-1),
+        depths=np.asarray(cfg.depths),
+        sigmas=np.asarray(cfg.sigmas),
+        etas=np.asarray(cfg.etas),
+        replicas=np.asarray(R),
+        burn_in=np.asarray(cfg.burn_in),
         predicted_trace=np.array([[dl.predicted_trace(D, I2, I2, Se) for Se in noises] for D in cfg.depths]),
         predicted_sharpness=np.array([[float(dl.two_by_two_sharpness(s, D)) for s in cfg.sigmas] for D in cfg.depths]),
-        predicted_fluctuation=np.array([[dl.predicted_fluctuation(D, I2, I2, Se) for Se in noises]
-                                        for D in cfg.depths]),
-        predicted_conditions=np.array([[dl.layer_conditions(dl.minimal_fluctuation_weights(D, I2, I2, Se))[[0, -1]]
-                                        for Se in noises] for D in cfg.depths]),
-        minimal_trace=np.array([dl.minimal_trace(D, I2, I2) for D in cfg.depths]))
+        predicted_fluctuation=np.array(
+            [[dl.predicted_fluctuation(D, I2, I2, Se) for Se in noises] for D in cfg.depths]
+        ),
+        predicted_conditions=np.array(
+            [
+                [dl.layer_conditions(dl.minimal_fluctuation_weights(D, I2, I2, Se))[[0, -1]] for Se in noises]
+                for D in cfg.depths
+            ]
+        ),
+        minimal_trace=np.array([dl.minimal_trace(D, I2, I2) for D in cfg.depths]),
+    )
     return res
 
 
@@ -595,14 +777,17 @@ def general_summary(res: dict[str, np.ndarray], key: str = "trace_hessian", degr
     """
     etas = np.asarray(res["etas"], dtype=float)
     c = _extrapolation_weights(etas, degree)
-    stat = np.asarray(res[f"{key}_stat"], dtype=float)                 # [depth, sigma, eta, start]
+    stat = np.asarray(res[f"{key}_stat"], dtype=float)  # [depth, sigma, eta, start]
     sem = np.asarray(res[f"{key}_sem"], dtype=float)
     per_start = np.einsum("dsej,e->dsj", stat, c)
     value = per_start.mean(-1)
-    pooled_sem = np.sqrt(np.sum(sem ** 2, axis=-1)) / sem.shape[-1]       # [depth, sigma, eta]
-    out = {"value": value, "sem": np.sqrt(pooled_sem ** 2 @ c ** 2), "per_start": per_start}
-    pred = {"trace_hessian": "predicted_trace", "sharpness": "predicted_sharpness",
-            "fluctuation": "predicted_fluctuation"}[key]
+    pooled_sem = np.sqrt(np.sum(sem**2, axis=-1)) / sem.shape[-1]  # [depth, sigma, eta]
+    out = {"value": value, "sem": np.sqrt(pooled_sem**2 @ c**2), "per_start": per_start}
+    pred = {
+        "trace_hessian": "predicted_trace",
+        "sharpness": "predicted_sharpness",
+        "fluctuation": "predicted_fluctuation",
+    }[key]
     out["relative_error"] = value / res[pred] - 1
     if key == "trace_hessian":
         out["ratio"] = value / res["minimal_trace"][:, None]
@@ -633,13 +818,18 @@ class InterventionConfig(Config):
             require_positive(name, getattr(self, name))
         for name in ("replicas", "records_per_phase"):
             require_positive_int(name, getattr(self, name))
-        if len(self.phase_steps) != 3 or any(not (isinstance(n, int) and n >= self.records_per_phase)
-                                             for n in self.phase_steps):
+        if len(self.phase_steps) != 3 or any(
+            not (isinstance(n, int) and n >= self.records_per_phase) for n in self.phase_steps
+        ):
             raise ConfigError(f"phase_steps={self.phase_steps!r}: give three phase lengths >= records_per_phase.")
 
 
-INTERVENTION_ARMS = {"sgd": ("sgd", "sgd", "sgd"), "sgd_gd": ("sgd", "gd", "gd"),
-                     "sgd_gd_sgd": ("sgd", "gd", "sgd"), "gd": ("gd", "gd", "gd")}
+INTERVENTION_ARMS = {
+    "sgd": ("sgd", "sgd", "sgd"),
+    "sgd_gd": ("sgd", "gd", "gd"),
+    "sgd_gd_sgd": ("sgd", "gd", "sgd"),
+    "gd": ("gd", "gd", "gd"),
+}
 
 
 def run_intervention(cfg: InterventionConfig, device: str = "cpu", progress=None) -> dict[str, np.ndarray]:
@@ -650,8 +840,9 @@ def run_intervention(cfg: InterventionConfig, device: str = "cpu", progress=None
     starts = [dl.minimal_trace_weights(cfg.depth, I2, I2)] * cfg.replicas
     res: dict[str, np.ndarray] = {}
     for i, (arm, kinds) in enumerate(INTERVENTION_ARMS.items()):
-        out = dl.train(starts, I2, I2, Se, cfg.eta, list(zip(kinds, cfg.phase_steps)), cfg.records_per_phase,
-                       seed=cfg.seed)
+        out = dl.train(
+            starts, I2, I2, Se, cfg.eta, list(zip(kinds, cfg.phase_steps)), cfg.records_per_phase, seed=cfg.seed
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res[f"{arm}_trace"] = np.nanmean(out["trace_hessian"], axis=1)
@@ -660,8 +851,10 @@ def run_intervention(cfg: InterventionConfig, device: str = "cpu", progress=None
         res["steps"], res["phase"] = out["steps"], out["phase"]
         if progress:
             progress(i + 1, len(INTERVENTION_ARMS))
-    res.update(predicted_trace=np.asarray(dl.predicted_trace(cfg.depth, I2, I2, Se)),
-               minimal_trace=np.asarray(dl.minimal_trace(cfg.depth, I2, I2)))
+    res.update(
+        predicted_trace=np.asarray(dl.predicted_trace(cfg.depth, I2, I2, Se)),
+        minimal_trace=np.asarray(dl.minimal_trace(cfg.depth, I2, I2)),
+    )
     return res
 
 
@@ -683,28 +876,44 @@ def intervention_summary(res: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 experiments.register(
-    "label_noise_general", chapter="label_noise_model",
+    "label_noise_general",
+    chapter="label_noise_model",
     description="Theorem 1 of Xu et al. on their 2x2 example: SGD's Hessian trace vs eq. 14 across noise shapes "
-                "and depths.",
-    configs={"ci": GeneralTheoremConfig(scale="ci"),
-             "full": GeneralTheoremConfig(scale="full", depths=(2, 3, 4), sigmas=(1.0, 2.0, 3.0, 5.0),
-                                          etas=(0.005, 0.01, 0.02), replicas=64, relaxation_times=10.0,
-                                          records=40)},
-    run=run_general)
+    "and depths.",
+    configs={
+        "ci": GeneralTheoremConfig(scale="ci"),
+        "full": GeneralTheoremConfig(
+            scale="full",
+            depths=(2, 3, 4),
+            sigmas=(1.0, 2.0, 3.0, 5.0),
+            etas=(0.005, 0.01, 0.02),
+            replicas=64,
+            relaxation_times=10.0,
+            records=40,
+        ),
+    },
+    run=run_general,
+)
 
 experiments.register(
-    "label_noise_intervention", chapter="label_noise_model",
+    "label_noise_intervention",
+    chapter="label_noise_model",
     description="SGD -> GD -> SGD on the 2x2 example: gradient descent freezes the Hessian trace, SGD resumes "
-                "the drift.",
-    configs={"ci": InterventionConfig(scale="ci"),
-             "full": InterventionConfig(scale="full", depth=3, eta=0.01, replicas=64,
-                                        phase_steps=(10000, 20000, 80000), records_per_phase=40)},
-    run=run_intervention)
+    "the drift.",
+    configs={
+        "ci": InterventionConfig(scale="ci"),
+        "full": InterventionConfig(
+            scale="full", depth=3, eta=0.01, replicas=64, phase_steps=(10000, 20000, 80000), records_per_phase=40
+        ),
+    },
+    run=run_intervention,
+)
 
 
 # ----------------------------------------------------------------------------- summaries of the stored chain results
-def chain_convergence_summary(res: dict[str, np.ndarray],
-                              cfg: RelaxedChainConfig | None = None) -> dict[str, np.ndarray]:
+def chain_convergence_summary(
+    res: dict[str, np.ndarray], cfg: RelaxedChainConfig | None = None
+) -> dict[str, np.ndarray]:
     """What the chapter prints about a ``label_noise_chain`` result: per start and pooled ``eta -> 0`` values.
 
     ``degree`` is 2 (parabola) with three or more step sizes, else 1. Returns ``per_start``/``per_start_err``
@@ -717,13 +926,19 @@ def chain_convergence_summary(res: dict[str, np.ndarray],
     p = np.asarray(res["predicted_sharpness"], dtype=float)
     per_start = extrapolated(res, degree=deg, per_start=True)
     per_start_err = extrapolated_sem(res, degree=deg, per_start=True)
-    out = {"degree": np.asarray(deg), "per_start": per_start, "per_start_err": per_start_err,
-           "per_start_rel": per_start / p[:, None] - 1,
-           "per_start_z": np.abs(per_start - p[:, None]) / per_start_err,
-           "pooled": extrapolated(res, degree=deg), "pooled_err": extrapolated_sem(res, degree=deg),
-           "line": extrapolated(res), "line_err": extrapolated_sem(res),
-           "stationary_rel": stationary_mean(res) / p[:, None, None] - 1,
-           "n_tau": np.asarray(float(np.min(res["run_steps"] / res["relaxation_steps"])))}
+    out = {
+        "degree": np.asarray(deg),
+        "per_start": per_start,
+        "per_start_err": per_start_err,
+        "per_start_rel": per_start / p[:, None] - 1,
+        "per_start_z": np.abs(per_start - p[:, None]) / per_start_err,
+        "pooled": extrapolated(res, degree=deg),
+        "pooled_err": extrapolated_sem(res, degree=deg),
+        "line": extrapolated(res),
+        "line_err": extrapolated_sem(res),
+        "stationary_rel": stationary_mean(res) / p[:, None, None] - 1,
+        "n_tau": np.asarray(float(np.min(res["run_steps"] / res["relaxation_steps"]))),
+    }
     if cfg is not None:
         out["drift_worst"] = np.asarray(float(np.max(np.abs(drift_path_deviation(cfg)))))
     return out
@@ -743,19 +958,28 @@ def sweep_summary(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     deg = min(2, len(e) - 1)
     para, para_err = extrapolated(res, degree=deg), extrapolated_sem(res, degree=deg)
     lo, hi = extrapolated_bracket(res, degree=deg)
-    starts = stationary_mean(res)                                             # [r, eta, start]
+    starts = stationary_mean(res)  # [r, eta, start]
     starts_err = np.asarray(res["flow_sharpness_sem"], dtype=float)
     per_eta = np.nanmean(starts, axis=2)
-    per_eta_err = np.sqrt(np.sum(starts_err ** 2, axis=2)) / starts.shape[2]
+    per_eta_err = np.sqrt(np.sum(starts_err**2, axis=2)) / starts.shape[2]
     misfit = np.full(len(p), np.nan)
     if len(e) >= 3:
         w = (e[2] - e[1]) / (e[2] - e[0])
         misfit = (per_eta[:, 1] - w * per_eta[:, 0] - (1 - w) * per_eta[:, 2]) / np.sqrt(
-            per_eta_err[:, 1] ** 2 + (w * per_eta_err[:, 0]) ** 2 + ((1 - w) * per_eta_err[:, 2]) ** 2)
-    gap = np.nanmax(starts, axis=2) - np.nanmin(starts, axis=2)              # [r, eta]
-    gap_z = gap / np.sqrt(np.sum(starts_err ** 2, axis=2))
-    return {"line": extrapolated(res), "line_err": extrapolated_sem(res), "parabola": para, "parabola_err": para_err,
-            "bracket_lo": lo, "bracket_hi": hi, "misfit": misfit,
-            "offset": (per_eta / p[:, None] - 1) / (e[None, :] * p[:, None]),
-            "start_gap": np.max(gap, axis=1) / p, "start_gap_z": np.max(gap_z, axis=1),
-            "inside": (lo - 2 * para_err <= p) & (p <= hi + 2 * para_err)}
+            per_eta_err[:, 1] ** 2 + (w * per_eta_err[:, 0]) ** 2 + ((1 - w) * per_eta_err[:, 2]) ** 2
+        )
+    gap = np.nanmax(starts, axis=2) - np.nanmin(starts, axis=2)  # [r, eta]
+    gap_z = gap / np.sqrt(np.sum(starts_err**2, axis=2))
+    return {
+        "line": extrapolated(res),
+        "line_err": extrapolated_sem(res),
+        "parabola": para,
+        "parabola_err": para_err,
+        "bracket_lo": lo,
+        "bracket_hi": hi,
+        "misfit": misfit,
+        "offset": (per_eta / p[:, None] - 1) / (e[None, :] * p[:, None]),
+        "start_gap": np.max(gap, axis=1) / p,
+        "start_gap_z": np.max(gap_z, axis=1),
+        "inside": (lo - 2 * para_err <= p) & (p <= hi + 2 * para_err),
+    }

@@ -32,7 +32,7 @@ import torch
 
 from .. import experiments  # register (registry) and checkpoint_path (reproduce)
 from ..config import ConfigError, require_positive, require_positive_int
-from ..curvature import batched_top_eigenpairs
+from ..curvature import batched_top_eigenpairs, hutchinson_trace
 from ..dynamics.sgd_stability import batch_curvature_stats, directional_curvatures, per_example_losses
 from ..population import sweep_groups, train_sweep
 from ..train import Problem, TrainConfig, build_problem
@@ -55,11 +55,14 @@ class SGDSweepConfig(NetConfig):
     stop_loss: float = 0.02
     eig_every: int = 50
     eig_tol: float = 1e-3
+    trace_probes: int = 30  # Hutchinson probes for tr H at every final point (0: no trace)
 
     def validate(self) -> None:
         super().validate()
         for name in ("max_steps", "eig_every"):
             require_positive_int(name, getattr(self, name))
+        if not (isinstance(self.trace_probes, int) and (self.trace_probes == 0 or self.trace_probes >= 2)):
+            raise ConfigError(f"trace_probes={self.trace_probes!r} must be 0 (no trace) or an integer >= 2.")
         require_positive("stop_loss", self.stop_loss)
         require_positive("eig_tol", self.eig_tol)
         if not self.etas or not self.batch_sizes or not self.seeds:
@@ -147,7 +150,7 @@ def run_sgd_batch_sweep(
     top = batched_top_eigenpairs(
         prob.objective, Theta, 1, max_iter=200, tol=cfg.eig_tol, active=torch.as_tensor(~hist.diverged, device=dev)
     )
-    keys = ("sharpness", "max_eta_s", "test_acc", "train_loss", "steps", "dir_a", "dir_s", "q", "s_max")
+    keys = ("sharpness", "trace", "max_eta_s", "test_acc", "train_loss", "steps", "dir_a", "dir_s", "q", "s_max")
     out = {k: np.full(shape, np.nan) for k in keys}
     out["diverged"] = np.zeros(shape, dtype=bool)
     out["sharp_traj"] = np.full(shape + (n_slots,), np.nan)
@@ -168,6 +171,8 @@ def run_sgd_batch_sweep(
                 top=(float(top.values[p, 0]), top.vectors[p, :, 0]),
             )
             out["sharpness"][i, j, k] = diag["sharpness"]
+            if cfg.trace_probes:
+                out["trace"][i, j, k] = hutchinson_trace(prob.objective, Theta[p], cfg.trace_probes, seed=p).estimate
             out["max_eta_s"][i, j, k] = cfg.etas[i] * max(np.nanmax(s_traj, initial=0.0), diag["sharpness"])
             for key in ("a", "s", "q", "s_max"):
                 out[f"dir_{key}" if key in ("a", "s") else key][i, j, k] = diag[key]
@@ -219,14 +224,17 @@ def effect_sizes(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def paired_effects(res: dict[str, np.ndarray], level: float = 0.95) -> dict[str, tuple[np.ndarray, ...]]:
+def paired_effects(
+    res: dict[str, np.ndarray], level: float = 0.95, measure: str = "sharpness"
+) -> dict[str, tuple[np.ndarray, ...]]:
     """:func:`effect_sizes` with Student-t intervals over seeds, pairing runs by seed (same initialization).
 
     Each entry is ``(mean, lo, hi)``: ``instability[i]`` = S(eta_0, n) - S(eta_i, n), ``noise[j]`` =
     S(eta_0, n) - S(eta_0, B_j), ``batch_drop[i, j]`` = S(eta_i, n) - S(eta_i, B_j) (the flattening by
-    batch size at step size ``eta_i``), ``sharpness[i, j]`` = the final sharpness itself.
+    batch size at step size ``eta_i``), ``sharpness[i, j]`` = the final sharpness itself. ``measure``
+    names the flatness measure (``"sharpness"`` or ``"trace"``, the Hutchinson estimate of tr H).
     """
-    S = res["sharpness"]
+    S = res[measure]
     return {
         "instability": seed_interval(S[0:1, 0] - S[:, 0], level=level),
         "noise": seed_interval(S[0, 0:1] - S[0, :], level=level),
