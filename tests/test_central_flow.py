@@ -1,4 +1,5 @@
 """The central flow: the complementarity solver, the stable phase, and the 2/eta constraint."""
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +60,7 @@ def test_stable_phase_is_euler_gradient_flow():
 def test_flow_holds_the_sharpness_at_two_over_eta():
     obj, th = _problem()
     from instabilities.curvature import sharpness
+
     s0 = sharpness(obj, th)
     eta = 1.9 / s0  # the flow starts just below the edge and sharpens past it unless constrained
     cf = central_flow(obj, th, eta=eta, steps=100, substeps=2, n_eigs=2, record_every=2)

@@ -59,8 +59,12 @@ class MatrixOperator(curvature.HessianOperator):
 def clustered_matrix(n=400, seed=0):
     g = torch.Generator().manual_seed(seed)
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
-    vals = torch.cat([torch.tensor([5.25, 5.22, 5.19, 5.10], dtype=torch.float64),
-                      torch.rand(n - 4, generator=g, dtype=torch.float64) * 3.0 - 0.2])
+    vals = torch.cat(
+        [
+            torch.tensor([5.25, 5.22, 5.19, 5.10], dtype=torch.float64),
+            torch.rand(n - 4, generator=g, dtype=torch.float64) * 3.0 - 0.2,
+        ]
+    )
     return (Q * vals) @ Q.T, vals.sort(descending=True).values
 
 
@@ -97,8 +101,15 @@ def test_warm_start_saves_matvecs():
 
 
 def test_network_at_edge_of_stability_matches_dense():
-    cfg = train.TrainConfig(dataset="digits", n_train=200, n_test=50, model=models.ModelSpec(widths=(16, 16)),
-                            lr=0.5, steps=300, dtype="float64")
+    cfg = train.TrainConfig(
+        dataset="digits",
+        n_train=200,
+        n_test=50,
+        model=models.ModelSpec(widths=(16, 16)),
+        lr=0.5,
+        steps=300,
+        dtype="float64",
+    )
     prob = train.build_problem(cfg)
     hist = train.train(cfg, problem=prob, keep_theta=True)
     theta = torch.as_tensor(hist.theta_final)
@@ -150,6 +161,31 @@ def test_grad_and_hvps_match_separate_gradient_and_products(method):
     torch.testing.assert_close(op.matvec(V[:, 0]), H @ V[:, 0], atol=1e-9, rtol=1e-7)
 
 
+def test_differentiable_hvps_match_the_products_and_differentiate_once_more():
+    obj, theta = small_problem(3, n=32, widths=(5,))
+    gen = torch.Generator().manual_seed(0)
+    U = torch.linalg.qr(torch.randn(theta.numel(), 2, generator=gen, dtype=torch.float64))[0]
+    leaf = theta.detach().clone().requires_grad_(True)
+    loss, g, HU = curvature.operator.differentiable_hvps(obj, leaf, U)
+    H = curvature.dense_hessian(obj, theta)
+    assert len(HU) == 2 and g.requires_grad and all(hu.requires_grad for hu in HU)
+    torch.testing.assert_close(torch.stack(HU, dim=1).detach(), H @ U, atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(g.detach(), torch.func.grad(obj)(theta), atol=1e-12, rtol=1e-10)
+    assert float(loss.detach()) == pytest.approx(float(obj(theta)), rel=1e-12)
+    # third derivatives: d/dtheta (u_0^T H u_1) along d against central differences of dense Hessians
+    with torch.enable_grad():
+        (third,) = torch.autograd.grad(HU[1] @ U[:, 0], leaf)
+    d = torch.randn(theta.numel(), generator=gen, dtype=torch.float64)
+    eps = 1e-4
+    Hp, Hm = (curvature.dense_hessian(obj, theta + s * eps * d) for s in (1.0, -1.0))
+    fd = (U[:, 0] @ (Hp - Hm) @ U[:, 1]) / (2 * eps)
+    assert float(third @ d) == pytest.approx(float(fd), rel=1e-5, abs=1e-9)
+    with pytest.raises(ConfigError, match="require grad"):
+        curvature.operator.differentiable_hvps(obj, theta.detach(), U)
+    with pytest.raises(ConfigError, match="shape"):
+        curvature.operator.differentiable_hvps(obj, leaf, U[:-1])
+
+
 def test_grad_and_hvps_rejects_a_wrongly_shaped_block():
     obj, theta = small_problem(3)
     with pytest.raises(ConfigError, match="shape"):
@@ -159,8 +195,15 @@ def test_grad_and_hvps_rejects_a_wrongly_shaped_block():
 def test_time_hvps_returns_the_documented_keys():
     obj, theta = small_problem(4)
     c = curvature.time_hvps(obj, theta, block=3, repeats=1)
-    times = ["gradient", "hvp_reverse", "hvp_forward", "hvp_reverse_block_per_vector",
-             "hvp_forward_block_per_vector", "grad_and_block_reverse", "grad_and_block_forward"]
+    times = [
+        "gradient",
+        "hvp_reverse",
+        "hvp_forward",
+        "hvp_reverse_block_per_vector",
+        "hvp_forward_block_per_vector",
+        "grad_and_block_reverse",
+        "grad_and_block_forward",
+    ]
     assert set(c) == set(times) | {f"ratio_{k}" for k in times[1:]} | {"block"}
     assert c["block"] == 3
     for key in times[1:]:

@@ -180,3 +180,12 @@ def test_tiny_sde_contrast_is_reproducible_and_consistent():
     assert not a["diverged"].any() and np.all(a["steps"] == TINY_SDE.max_steps)
     summ = sde_contrast_summary(a)
     np.testing.assert_allclose(summ["sharpness"][8][0], np.mean(a["sharpness"][1] - a["sharpness"][2]))
+
+
+def test_trace_probes_validated_and_recorded():
+    with pytest.raises(ConfigError, match="trace_probes"):
+        TINY.replace(trace_probes=1)
+    res = run_sgd_batch_sweep(TINY.replace(trace_probes=0))
+    assert np.isnan(res["trace"]).all()  # 0: no trace
+    eff = paired_effects(run_sgd_batch_sweep(TINY), measure="trace")
+    assert np.isfinite(eff["sharpness"][0]).all()

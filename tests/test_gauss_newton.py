@@ -1,4 +1,5 @@
 """The Gauss-Newton split of the MSE Hessian."""
+
 import pytest
 import torch
 
@@ -27,3 +28,10 @@ def test_bad_shapes():
     fm = FlatModel(mlp(4, [6], 3, "tanh").double())
     with pytest.raises(ConfigError, match="2-D"):
         gauss_newton_split(fm, fm.theta0, torch.randn(5, 4, dtype=torch.float64), torch.randn(5, dtype=torch.float64))
+
+
+def test_too_many_parameters_for_dense_matrices_is_a_config_error():
+    fm = FlatModel(mlp(4, [5000], 3, "tanh").double())  # 40003 parameters: dense Hessians would not fit
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="too large"):
+        gauss_newton_split(fm, fm.theta0, x, y)

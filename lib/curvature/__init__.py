@@ -79,6 +79,7 @@ from .operator import (
 )
 from .operator import (
     dense_hessian as dense_hessian,
+    differentiable_hvps as differentiable_hvps,
 )
 from .operator import (
     grad_and_hvps as grad_and_hvps,

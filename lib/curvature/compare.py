@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.func import grad
 
+from .. import optim
 from ..config import ConfigError, require_positive, require_positive_int
 from .block import block_eigs
 from .eigen import EigResult, lanczos, power_iteration
@@ -275,6 +276,7 @@ def warm_start_matvecs(
     require_positive_int("steps", steps)
     g = grad(objective)
     theta = theta.detach().clone()
+    state, hyper = optim.init_state("gd", theta), {"lr": eta}
     prev: torch.Tensor | None = None
     cold_n, warm_n, cold_v, warm_v, losses = [], [], [], [], []
     for t in range(steps):
@@ -290,7 +292,7 @@ def warm_start_matvecs(
         cold_v.append(cold.values.double().cpu().numpy())
         warm_v.append(warm.values.double().cpu().numpy())
         losses.append(float(objective(theta)))
-        theta = theta - eta * g(theta)
+        theta = optim.update("gd", theta, g(theta), state, hyper)
     return {
         "cold_matvecs": np.asarray(cold_n),
         "warm_matvecs": np.asarray(warm_n),
@@ -342,8 +344,13 @@ def measure_tracking_cost(
     """
     theta = theta0.detach().clone()
     g_fn = torch.func.grad(objective)
+    state, hyper = optim.init_state("gd", theta), {"lr": eta}
+
+    def gd_step(p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # the one GD rule (instabilities.optim)
+        return optim.update("gd", p, g, state, hyper)
+
     for _ in range(warmup):
-        theta = theta - eta * g_fn(theta)
+        theta = gd_step(theta, g_fn(theta))
     tracker = SharpnessTracker(
         k=k,
         solver="block",
@@ -358,7 +365,7 @@ def measure_tracking_cost(
     for _ in range(warm_from):  # burn-in: the converged first solve of each phase, paid once per run
         tracker(objective, theta)
         cold_matvecs += tracker.matvecs[-1]
-        theta = theta - eta * g_fn(theta)
+        theta = gd_step(theta, g_fn(theta))
     tracker.matvecs.clear()
     start = theta.detach().clone()
 
@@ -369,7 +376,7 @@ def measure_tracking_cost(
         sync(start.device)
         return out, time.perf_counter() - t0
 
-    timed(lambda: start - eta * g_fn(start))  # warm-up of kernels and autograd caches
+    timed(lambda: gd_step(start, g_fn(start)))  # warm-up of kernels and autograd caches
     th = start.clone()
     t_plain: list[float] = []
     t_tracked: list[float] = []
@@ -378,13 +385,13 @@ def measure_tracking_cost(
         point = th
         # an untracked step at the same point, timed right before the tracked one (paired: a burst of
         # load on a shared machine hits both alike); its result is discarded
-        t_plain.append(timed(lambda p=point: p - eta * g_fn(p))[1])
+        t_plain.append(timed(lambda p=point: gd_step(p, g_fn(p)))[1])
         if fused:
             (res, _, g), dt = timed(lambda p=point: tracker.step(objective, p))
-            th, dt_update = timed(lambda p=point, g=g: p - eta * g)
+            th, dt_update = timed(lambda p=point, g=g: gd_step(p, g))
         else:
             res, dt = timed(lambda p=point: tracker(objective, p))
-            th, dt_update = timed(lambda p=point: p - eta * g_fn(p))
+            th, dt_update = timed(lambda p=point: gd_step(p, g_fn(p)))
         t_tracked.append(dt + dt_update)
         rel_res.append(float(res.relative_residuals[0]))
         if verify_every and step % verify_every == 0:  # audit outside the timed region

@@ -6,7 +6,10 @@ Two recipes, each for one iterate and for a population of iterates (rows of ``Th
   :meth:`HessianOperator.matvec` / :meth:`~HessianOperator.matmat` with ``method="forward"``, :func:`hvp`,
   :func:`grad_and_hvps` (gradient and products fused), :func:`population_hvp`, :func:`population_hvp_block`;
 * double backward through a gradient graph built once (usually cheaper on a CPU):
-  ``method="reverse"``, :func:`population_hvp_reverse`.
+  ``method="reverse"``, :func:`population_hvp_reverse`;
+* the differentiable member, double backward with the graph kept: :func:`differentiable_hvps`, for
+  quantities that differentiate ``H U`` once more (third derivatives, e.g. ``grad (u^T H u)`` in the
+  central flow).
 
 The eigensolvers built on these products are in :mod:`instabilities.curvature.eigen`.
 """
@@ -130,6 +133,35 @@ def grad_and_hvps(
 
     g, loss, HV = vmap(one, in_dims=1, out_dims=(0, 0, 1))(V.to(theta.dtype))
     return loss[0], g[0], HV
+
+
+def differentiable_hvps(
+    objective: Objective, leaf: torch.Tensor, U: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Loss, gradient and the products ``H u_j`` at ``leaf``, all still attached to the autograd graph.
+
+    The differentiable member of the family: the double-backward recipe of ``method="reverse"``
+    with ``create_graph=True`` on both differentiations, so that a scalar built from the products
+    (say ``u_i^T H u_j`` with the columns of ``U = [u_1 .. u_k]`` held fixed) can be differentiated
+    once more with respect to ``leaf`` (third derivatives of the objective). ``leaf``: shape
+    ``(dim,)``, requiring grad (``theta.detach().clone().requires_grad_(True)``); ``U``: ``(dim, k)``.
+    Returns ``(loss, grad, HU)`` with ``HU`` a tuple of the ``k`` products ``H u_j`` (each ``(dim,)``),
+    kept apart rather than stacked: differentiating a scalar of one product then back-propagates
+    through that product's graph only (a stacked block would send zeros through all ``k``).
+    Build the scalars under ``torch.enable_grad()``.
+    """
+    if not leaf.requires_grad:
+        raise ConfigError("leaf must require grad: pass theta.detach().clone().requires_grad_(True).")
+    if U.dim() != 2 or U.shape[0] != leaf.numel():
+        raise ConfigError(f"U must have shape (dim, k) = ({leaf.numel()}, k); got {tuple(U.shape)}.")
+    U = U.to(leaf.dtype)
+    with torch.enable_grad():
+        loss = objective(leaf)
+        (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        HU = tuple(
+            torch.autograd.grad(g, leaf, U[:, j], create_graph=True, retain_graph=True)[0] for j in range(U.shape[1])
+        )
+    return loss, g, HU
 
 
 def dense_hessian(objective: Objective, theta: torch.Tensor) -> torch.Tensor:

@@ -24,16 +24,18 @@ The gradients of ``u_i^T H(w) u_j`` (third derivatives, eigenvectors held fixed)
 reverse-mode autograd three levels deep: write the loss by hand (no ``F.mse_loss``), and avoid
 ``nn.LayerNorm`` (whose third derivative PyTorch gets wrong, as the central-flow authors report).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .. import curvature
 from ..config import ConfigError, require_positive, require_positive_int
+from ..curvature.operator import differentiable_hvps
 from ..losses import Objective
 
 __all__ = ["CentralFlowResult", "central_flow", "solve_psd_complementarity", "sharpness_gradients"]
@@ -44,12 +46,12 @@ class CentralFlowResult:
     """The central flow at integer times ``0, record_every, ...`` (in steps of GD)."""
 
     time: np.ndarray
-    loss: np.ndarray            # L(w(t))
+    loss: np.ndarray  # L(w(t))
     predicted_loss: np.ndarray  # L(w(t)) + tr(Sigma)/eta: the predicted time average of GD's loss
-    eigs: np.ndarray            # (len(time), n_eigs) top Hessian eigenvalues at w(t)
-    sigma2: np.ndarray          # tr(Sigma(t)), the predicted mean squared oscillation
-    n_critical: np.ndarray      # number of eigenvalues at 2/eta
-    thetas: torch.Tensor        # (len(time), dim)
+    eigs: np.ndarray  # (len(time), n_eigs) top Hessian eigenvalues at w(t)
+    sigma2: np.ndarray  # tr(Sigma(t)), the predicted mean squared oscillation
+    n_critical: np.ndarray  # number of eigenvalues at 2/eta
+    thetas: torch.Tensor  # (len(time), dim)
     n_substeps: int
     diverged: bool = False
 
@@ -83,27 +85,38 @@ def solve_psd_complementarity(A: np.ndarray, B: np.ndarray, iters: int = 5000, t
     return X
 
 
-def sharpness_gradients(objective: Objective, w: torch.Tensor, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sharpness_gradients(
+    objective: Objective, w: torch.Tensor, U: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, gradient and ``grad_w (u_i^T H(w) u_j)`` for ``i <= j`` (rows in the order of
-    ``torch.triu_indices``) with the columns of ``U`` held fixed: third derivatives by autograd."""
+    ``torch.triu_indices``) with the columns of ``U`` held fixed: third derivatives by autograd, one more
+    backward pass through the products of :func:`~instabilities.curvature.operator.differentiable_hvps`."""
     k = U.shape[1]
     leaf = w.detach().clone().requires_grad_(True)
+    loss, g, HU = differentiable_hvps(objective, leaf, U)  # the products H u_j, graphs kept
     with torch.enable_grad():
-        loss = objective(leaf)
-        g, = torch.autograd.grad(loss, leaf, create_graph=True)
         rows = []
-        hvs = [torch.autograd.grad(g, leaf, U[:, j], create_graph=True, retain_graph=True)[0] for j in range(k)]
         iu = torch.triu_indices(k, k)
         for i, j in zip(iu[0].tolist(), iu[1].tolist()):
-            rows.append(torch.autograd.grad(hvs[j] @ U[:, i], leaf, retain_graph=True)[0])
+            rows.append(torch.autograd.grad(HU[j] @ U[:, i], leaf, retain_graph=True)[0])
     return loss.detach(), g.detach(), torch.stack(rows)
 
 
-def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: int, substeps: int = 2,
-                 n_eigs: int = 3, critical: float = 1.95, record_every: int = 1, eig_tol: float = 1e-5,
-                 hessian_objective: Objective | None = None, max_eigs: int | None = None,
-                 stable_eig_every: int = 1,
-                 progress: Callable[[int, int], None] | None = None) -> CentralFlowResult:
+def central_flow(
+    objective: Objective,
+    theta0: torch.Tensor,
+    eta: float,
+    steps: int,
+    substeps: int = 2,
+    n_eigs: int = 3,
+    critical: float = 1.95,
+    record_every: int = 1,
+    eig_tol: float = 1e-5,
+    hessian_objective: Objective | None = None,
+    max_eigs: int | None = None,
+    stable_eig_every: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> CentralFlowResult:
     """Integrate the GD central flow for ``steps`` units of time (GD steps) with ``substeps`` Euler substeps
     per unit. Eigenvalues above ``critical / eta`` (of the top ``n_eigs``, by warm-started Lanczos at every
     substep) are treated as being at the edge of stability; see the module docstring. A non-finite
@@ -115,7 +128,9 @@ def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: 
     require_positive_int("record_every", record_every)
     require_positive_int("stable_eig_every", stable_eig_every)
     if not 0 < critical <= 2:
-        raise ConfigError(f"critical={critical!r} must lie in (0, 2]; eigenvalues above critical/eta count as at 2/eta.")
+        raise ConfigError(
+            f"critical={critical!r} must lie in (0, 2]; eigenvalues above critical/eta count as at 2/eta."
+        )
     hess_obj = hessian_objective or objective
     dt = 1.0 / substeps
     w = theta0.detach().clone()
@@ -162,7 +177,7 @@ def central_flow(objective: Objective, theta0: torch.Tensor, eta: float, steps: 
             leaf = w.clone().requires_grad_(True)
             with torch.enable_grad():
                 loss = objective(leaf)
-                g, = torch.autograd.grad(loss, leaf)
+                (g,) = torch.autograd.grad(loss, leaf)
             loss = loss.detach()
             drift = torch.zeros_like(w)
             sigma2 = 0.0

@@ -11,14 +11,16 @@ The factor 1/2 in ``L`` is what makes ``G`` carry no factor 2; without it every 
 step ``eta`` would reach the edge of stability at ``lambda_max(H) = 1/eta`` of this ``L``. Dense matrices, for
 small models only.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import torch
-from torch.func import functional_call, jacrev
+from torch.func import jacrev
 
 from ..config import ConfigError
+from ..curvature.operator import dense_hessian
 from ..models import FlatModel
 
 __all__ = ["GaussNewtonSplit", "gauss_newton_split"]
@@ -45,7 +47,8 @@ class GaussNewtonSplit:
 def gauss_newton_split(fm: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> GaussNewtonSplit:
     """``H``, ``G`` and ``R`` of the book's MSE loss of ``fm`` at ``theta`` on ``(x, y)``, each computed
     independently: ``H`` as the Hessian of the loss, ``G`` from the Jacobian, ``R`` as the Hessian of
-    ``(1/n) sum r_ik f_ik`` with the residuals held fixed."""
+    ``(1/n) sum r_ik f_ik`` with the residuals held fixed (both Hessians by
+    :func:`~instabilities.curvature.operator.dense_hessian`)."""
     if x.shape[0] != y.shape[0] or y.dim() != 2:
         raise ConfigError("x and y need one row per example and y must be 2-D (one-hot or regression targets).")
     n = x.shape[0]
@@ -55,9 +58,9 @@ def gauss_newton_split(fm: FlatModel, theta: torch.Tensor, x: torch.Tensor, y: t
         return fm(t, x)
 
     loss = lambda t: 0.5 * (out(t) - y).pow(2).sum(-1).mean()  # noqa: E731  (written by hand, no F.mse_loss)
-    H = torch.func.hessian(loss)(th)
+    H = dense_hessian(loss, th)
     J = jacrev(out)(th).reshape(-1, th.numel())
     G = J.T @ J / n
     r = (out(th) - y).detach()
-    R = torch.func.hessian(lambda t: (r * out(t)).sum() / n)(th)
+    R = dense_hessian(lambda t: (r * out(t)).sum() / n, th)
     return GaussNewtonSplit(H, G, R)

@@ -396,7 +396,7 @@ class ClippedFractionLogger:
 
         d = clipped_denominator(state["exp_avg_sq"], float(state["step"]), group["beta2"])
         ctx.history.log("clipped_step", ctx.step)
-        ctx.history.log("clipped_fraction", float((d > group["clip"]).double().mean()))
+        ctx.history.log("clipped_fraction", float((d > group.get("clip", math.inf)).double().mean()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,7 +419,7 @@ class ClippedAdaQConfig(NetConfig):
     beta1: float = 0.9
     beta2s: tuple[float, ...] = (0.99, 0.999)
     eps: float = 1e-8
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    seeds: tuple[int, ...] = tuple(range(10))
     max_steps: int = 2000
     gd_max_steps: int = 0
     stop_loss: float = 1e-3
