@@ -7,15 +7,15 @@ from instabilities import experiments
 from instabilities.config import ConfigError
 from instabilities.experiments.adaptive import (
     AdaptiveEoSConfig,
-    GeneralisationConfig,
+    GeneralizationConfig,
     clipped_sharpness_cap,
     run_adam_aeos,
-    run_adaptive_generalisation,
+    run_adaptive_generalization,
 )
 
 
 def test_registered_with_both_scales():
-    for name in ("adam_aeos", "adaptive_generalisation"):
+    for name in ("adam_aeos", "adaptive_generalization"):
         exp = experiments.get(name)
         assert set(exp.configs) == {"ci", "full"}
         assert exp.configs["full"].dataset in ("mnist1d", "cifar10")
@@ -29,9 +29,9 @@ def test_bad_configs_raise():
     with pytest.raises(ConfigError, match="triple"):
         AdaptiveEoSConfig(runs=(("adam", 0.1),))
     with pytest.raises(ConfigError, match="batch_size"):
-        GeneralisationConfig(n_train=16, batch_size=32)
+        GeneralizationConfig(n_train=16, batch_size=32)
     with pytest.raises(ConfigError, match="beta1"):
-        GeneralisationConfig(beta1=1.0)
+        GeneralizationConfig(beta1=1.0)
 
 
 def test_cap_formula():
@@ -59,11 +59,11 @@ def test_tiny_aeos_run_satisfies_bounds():
     np.testing.assert_allclose(res["thresholds"], 3.8 / (0.1 * 0.01))
 
 
-def test_tiny_generalisation_run():
-    cfg = GeneralisationConfig(
+def test_tiny_generalization_run():
+    cfg = GeneralizationConfig(
         n_train=40, n_test=40, widths=(5,), batch_size=8, clips=(1e-2,), seeds=(0, 1), max_steps=15, stop_loss=1e-4
     )
-    res = run_adaptive_generalisation(cfg)
+    res = run_adaptive_generalization(cfg)
     assert res["test_acc"].shape == (4, 2)
     assert list(res["optimizers"]) == ["gd", "sgd", "adam", "clipped_ada"]
     ok = ~res["diverged"]
@@ -72,25 +72,25 @@ def test_tiny_generalisation_run():
 
 
 def test_full_and_cifar10_registrations():
-    for name in ("adam_aeos", "adaptive_generalisation"):
+    for name in ("adam_aeos", "adaptive_generalization"):
         full, cifar = experiments.config(name, "full"), experiments.config(f"{name}_cifar10", "full")
         assert full.dataset == "mnist1d" and (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000)
         assert cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000) == full
         ci = experiments.config(f"{name}_cifar10", "ci")
         assert ci.dataset == "cifar10" and ci.replace(dataset="digits") == experiments.config(name, "ci")
-    assert experiments.get("adaptive_generalisation").resumable
-    assert experiments.get("adaptive_generalisation_cifar10").resumable
+    assert experiments.get("adaptive_generalization").resumable
+    assert experiments.get("adaptive_generalization_cifar10").resumable
 
 
 class _Interrupt(Exception):
     pass
 
 
-def test_generalisation_matches_separate_runs_and_resumes(tmp_path, monkeypatch):
+def test_generalization_matches_separate_runs_and_resumes(tmp_path, monkeypatch):
     import instabilities.experiments.adaptive as exp_adaptive
     from instabilities.train import train
 
-    cfg = GeneralisationConfig(
+    cfg = GeneralizationConfig(
         scale="full",
         n_train=40,
         n_test=40,
@@ -103,7 +103,7 @@ def test_generalisation_matches_separate_runs_and_resumes(tmp_path, monkeypatch)
     )
     monkeypatch.setattr(exp_adaptive, "CHECKPOINT_EVERY", 4)
     monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path / "whole"))
-    whole = run_adaptive_generalisation(cfg)
+    whole = run_adaptive_generalization(cfg)
     for i, (opt, lr, clip) in enumerate(cfg.methods()):
         for k, seed in enumerate(cfg.seeds):
             hist = train(
@@ -127,8 +127,8 @@ def test_generalisation_matches_separate_runs_and_resumes(tmp_path, monkeypatch)
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        run_adaptive_generalisation(cfg, progress=interrupt)
-    resumed = run_adaptive_generalisation(cfg)
+        run_adaptive_generalization(cfg, progress=interrupt)
+    resumed = run_adaptive_generalization(cfg)
     for key in whole:
         np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
 

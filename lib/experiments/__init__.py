@@ -12,49 +12,21 @@
 
 from .registry import (
     MODULES as MODULES,
-)
-from .registry import (
     Experiment as Experiment,
-)
-from .registry import (
     config as config,
-)
-from .registry import (
     get as get,
-)
-from .registry import (
     names as names,
-)
-from .registry import (
     register as register,
-)
-from .registry import (
     run as run,
-)
-from .registry import (
     stored as stored,
 )
 from .reproduce import (
     CorruptResultError as CorruptResultError,
-)
-from .reproduce import (
     attempts as attempts,
-)
-from .reproduce import (
     checkpoint_dir as checkpoint_dir,
-)
-from .reproduce import (
     checkpoint_path as checkpoint_path,
-)
-from .reproduce import (
     clear_checkpoints as clear_checkpoints,
-)
-from .reproduce import (
     missing_data as missing_data,
-)
-from .reproduce import (
     plan as plan,
-)
-from .reproduce import (
     run_and_store as run_and_store,
 )

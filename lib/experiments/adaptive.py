@@ -10,15 +10,15 @@
 * ``adam_aeos`` - full-batch Adam (and Clipped-Ada) on a small tanh MLP, tracking the raw sharpness
   ``S = lambda_1(H)`` and the preconditioned sharpness ``lambda_1(P^{-1}H)`` against Adam's
   threshold ``(2 + 2 beta1)/((1 - beta1) eta)`` (38/eta for beta1 = 0.9; Cohen et al. 2022).
-* ``adaptive_generalisation`` - GD, SGD, Adam and Clipped-Ada (several clips ``c``) trained to the
+* ``adaptive_generalization`` - GD, SGD, Adam and Clipped-Ada (several clips ``c``) trained to the
   same training loss, several seeds: test accuracy and final sharpness. The runs train as vmapped
   populations (one per optimizer: the seeds, and for Clipped-Ada the clips, are its members;
   :func:`instabilities.population.train_sweep`); at full scale the sweep checkpoints and resumes.
-* ``adam_aeos_cifar10``, ``adaptive_generalisation_cifar10`` - the same at full scale on the first
+* ``adam_aeos_cifar10``, ``adaptive_generalization_cifar10`` - the same at full scale on the first
   5,120 CIFAR-10 images (need a local copy of CIFAR-10; ``reproduce`` skips them otherwise).
 
 Clipped-Ada is our reconstruction (see :class:`optim.ClippedAda`): the exact form is inferred from
-the authors' code, not read in the paper. ``adam_aeos`` and ``adaptive_generalisation`` use the clip
+the authors' code, not read in the paper. ``adam_aeos`` and ``adaptive_generalization`` use the clip
 ``c`` directly and no warm-up (the earlier form of the chapter, kept for their full-scale results).
 """
 
@@ -173,7 +173,7 @@ def run_adam_aeos(
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneralisationConfig(_AdaptiveNetConfig):
+class GeneralizationConfig(_AdaptiveNetConfig):
     """GD (full batch), then SGD, Adam and Clipped-Ada for each clip in ``clips`` (minibatch ``batch_size``)."""
 
     batch_size: int = 32
@@ -205,11 +205,11 @@ class GeneralisationConfig(_AdaptiveNetConfig):
         ]
 
 
-def run_adaptive_generalisation(
-    cfg: GeneralisationConfig,
+def run_adaptive_generalization(
+    cfg: GeneralizationConfig,
     device: str = "cpu",
     progress: Progress | None = None,
-    experiment: str = "adaptive_generalisation",
+    experiment: str = "adaptive_generalization",
 ) -> dict[str, np.ndarray]:
     """Arrays of shape ``(n_methods, n_seeds)``: test accuracy, final sharpness, steps to ``stop_loss``.
 
@@ -315,26 +315,26 @@ experiments.register(
 )
 
 experiments.register(
-    "adaptive_generalisation",
+    "adaptive_generalization",
     chapter="adaptive_methods",
     description="Test accuracy and final sharpness of GD, SGD, Adam and Clipped-Ada at equal training loss.",
     configs={
-        "ci": GeneralisationConfig(scale="ci"),
-        "full": GeneralisationConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_GEN_FULL),
+        "ci": GeneralizationConfig(scale="ci"),
+        "full": GeneralizationConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_GEN_FULL),
     },
-    run=run_adaptive_generalisation,
+    run=run_adaptive_generalization,
     resumable=True,
 )
 
 experiments.register(
-    "adaptive_generalisation_cifar10",
+    "adaptive_generalization_cifar10",
     chapter="adaptive_methods",
-    description="adaptive_generalisation at full scale on the first 5,120 CIFAR-10 images." + _NEEDS_CIFAR10,
+    description="adaptive_generalization at full scale on the first 5,120 CIFAR-10 images." + _NEEDS_CIFAR10,
     configs={
-        "ci": GeneralisationConfig(scale="ci", dataset="cifar10"),
-        "full": GeneralisationConfig(scale="full", **_CIFAR10, **_GEN_FULL),
+        "ci": GeneralizationConfig(scale="ci", dataset="cifar10"),
+        "full": GeneralizationConfig(scale="full", **_CIFAR10, **_GEN_FULL),
     },
-    run=functools.partial(run_adaptive_generalisation, experiment="adaptive_generalisation_cifar10"),
+    run=functools.partial(run_adaptive_generalization, experiment="adaptive_generalization_cifar10"),
     resumable=True,
 )
 
