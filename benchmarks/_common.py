@@ -1,4 +1,5 @@
 """Shared set-up of the benchmark scripts: command line, a problem at the edge of stability, JSON output."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,21 +20,29 @@ from instabilities.train import TrainConfig, build_problem, train
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run (default cpu)")
-    p.add_argument("--json", metavar="PATH", default=None,
-                   help="also write every number printed (and the settings) to this JSON file")
+    p.add_argument(
+        "--json",
+        metavar="PATH",
+        default=None,
+        help="also write every number printed (and the settings) to this JSON file",
+    )
     return p
 
 
 def header(name: str, device: str) -> None:
-    where = torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()}, " \
-        f"{torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    )
     print(f"# {name} | torch {torch.__version__} | {device}: {where} | {time.strftime('%Y-%m-%d %H:%M')}")
 
 
 def eos_point(device: str, n_train: int, widths: tuple[int, ...], lr: float, steps: int, dataset: str = "digits"):
     """Objective and parameters after ``steps`` GD steps at ``lr`` (near the edge of stability)."""
-    cfg = TrainConfig(dataset=dataset, n_train=n_train, n_test=100, model=ModelSpec(widths=widths), lr=lr,
-                      steps=steps, device=device)
+    cfg = TrainConfig(
+        dataset=dataset, n_train=n_train, n_test=100, model=ModelSpec(widths=widths), lr=lr, steps=steps, device=device
+    )
     hist = train(cfg, keep_theta=True)
     prob = build_problem(cfg)
     theta = torch.as_tensor(hist.theta_final, device=device)
@@ -59,9 +68,15 @@ def write_json(path: str | None, name: str, args: argparse.Namespace, payload: d
     """Write ``payload`` with provenance (script, arguments, device, torch, commit, time) to ``path``, atomically."""
     if not path:
         return
-    record = {"benchmark": name, "argv": sys.argv, "args": vars(args),
-              "device": results.device_description(args.device),
-              "torch_version": torch.__version__, "commit": results.git_commit(),
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_plain(payload)}
+    record = {
+        "benchmark": name,
+        "argv": sys.argv,
+        "args": vars(args),
+        "device": results.device_description(args.device),
+        "torch_version": torch.__version__,
+        "commit": results.git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **_plain(payload),
+    }
     results.atomic_write_bytes(Path(path), (json.dumps(record, indent=1, allow_nan=True) + "\n").encode())
     print(f"wrote {path}")

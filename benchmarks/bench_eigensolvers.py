@@ -7,6 +7,7 @@ top eigenvalues close to 2/eta), then compares our Lanczos, our block Krylov sol
 ``eigsh(which='LA')`` (ARPACK; every product makes a host round trip) and deflated power
 iteration against a tightly converged Lanczos reference (``curvature.compare_solvers``).
 """
+
 from _common import eos_point, header, parser, write_json
 
 from instabilities import curvature
@@ -23,17 +24,32 @@ def main() -> None:
     p.add_argument("--dataset", default="digits")
     args = p.parse_args()
     header("eigensolvers on one Hessian", args.device)
-    objective, theta, cfg = eos_point(args.device, args.n_train, (args.width, args.width), args.lr, args.steps,
-                                      args.dataset)
+    objective, theta, cfg = eos_point(
+        args.device, args.n_train, (args.width, args.width), args.lr, args.steps, args.dataset
+    )
     print(f"P = {theta.numel()} parameters, eta = {cfg.lr}, 2/eta = {2 / cfg.lr:.3f}, k = {args.k}, tol = {args.tol}")
-    rows = curvature.solver_rows(curvature.compare_solvers(  # reference: Lanczos converged to 1e-9
-        objective, theta, k=args.k, solvers=("lanczos", "block", "eigsh", "power"), tol=args.tol, timed=True,
-        reference="lanczos", n_reference=args.k, reference_tol=1e-9, reference_max_iter=400, reference_seed=12345))
+    rows = curvature.solver_rows(
+        curvature.compare_solvers(  # reference: Lanczos converged to 1e-9
+            objective,
+            theta,
+            k=args.k,
+            solvers=("lanczos", "block", "eigsh", "power"),
+            tol=args.tol,
+            timed=True,
+            reference="lanczos",
+            n_reference=args.k,
+            reference_tol=1e-9,
+            reference_max_iter=400,
+            reference_seed=12345,
+        )
+    )
     base = rows[0]["seconds"]
     print(f"{'solver':28s} {'seconds':>8s} {'x lanczos':>9s} {'matvecs':>8s} {'max rel err':>12s}  values")
     for r in rows:
-        print(f"{r['solver']:28s} {r['seconds']:8.3f} {r['seconds'] / base:9.2f} {r['matvecs']:8d} "
-              f"{r['max_rel_error']:12.2e}  {r['values']}")
+        print(
+            f"{r['solver']:28s} {r['seconds']:8.3f} {r['seconds'] / base:9.2f} {r['matvecs']:8d} "
+            f"{r['max_rel_error']:12.2e}  {r['values']}"
+        )
     write_json(args.json, "bench_eigensolvers", args, {"n_params": theta.numel(), "rows": rows})
 
 

@@ -9,6 +9,7 @@ For comparison, the measurement quoted in the project's issue (H100, 64 learning
 steps, 2x100 tanh MLP, 1000 mnist1d examples) was 134.7 s as a loop and 3.1 s vmapped (44x):
     python benchmarks/bench_population.py --device cuda --members 64 --steps 1000 --n-train 1000
 """
+
 import numpy as np
 from _common import header, parser, write_json
 
@@ -26,12 +27,20 @@ def main() -> None:
     p.add_argument("--dataset", default="mnist1d")
     args = p.parse_args()
     header("loop vs vmapped population", args.device)
-    base = TrainConfig(dataset=args.dataset, n_train=args.n_train, n_test=100, device=args.device,
-                       model=ModelSpec(widths=(args.width, args.width)), steps=args.steps)
+    base = TrainConfig(
+        dataset=args.dataset,
+        n_train=args.n_train,
+        n_test=100,
+        device=args.device,
+        model=ModelSpec(widths=(args.width, args.width)),
+        steps=args.steps,
+    )
     lrs = np.geomspace(0.01, 1.0, args.members)
     r = time_loop_vs_population(population_configs(base, etas=lrs))
-    print(f"{r['members']} learning rates x {r['steps']} full-batch GD steps, MLP {args.width}x{args.width} tanh, "
-          f"{args.n_train} {args.dataset} examples")
+    print(
+        f"{r['members']} learning rates x {r['steps']} full-batch GD steps, MLP {args.width}x{args.width} tanh, "
+        f"{args.n_train} {args.dataset} examples"
+    )
     print(f"loop of train():   {r['loop_seconds']:8.2f} s")
     print(f"vmapped population:{r['population_seconds']:8.2f} s")
     print(f"speedup:           {r['speedup']:8.1f} x")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The test command of README (`make test`), in this order:
+#  0. ruff check and ruff format --check (lint and format rules in pyproject.toml);
 #  1. unit tests of lib (pytest tests, without the website checks);
 #  2. every chapter under nbval: `make book` already executed each chapter once under nbval
 #     (scripts/execute_chapters.sh) and recorded the results in _build/executed/nbval.json; a chapter's
@@ -15,6 +16,10 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 t0=$(date +%s)
 status=0
+# 0. lint and format (rules in pyproject.toml): the library, tests, benchmarks and scripts
+lint_status=0
+$BIN/ruff check . || lint_status=1
+$BIN/ruff format --check . || lint_status=1
 # The library tests in LIB_JOBS processes (default: the number of cores, at most 4), split by file.
 cores=$(nproc 2>/dev/null || echo 2)
 LIB_JOBS=${LIB_JOBS:-$(( cores < 4 ? cores : 4 ))}
@@ -69,8 +74,8 @@ site_status=0
 $BIN/python -m pytest tests/test_website.py -q -p no:cacheprovider -rs || site_status=$?
 t3=$(date +%s)
 echo "times: library tests $((t1 - t0)) s, chapters $((t2 - t1)) s, website checks $((t3 - t2)) s"
-if [ "$status" -ne 0 ] || [ "$book_status" -ne 0 ] || [ "$site_status" -ne 0 ]; then
-  echo "FAILED: library tests exit $status, chapters exit $book_status, website checks exit $site_status"
+if [ "$lint_status" -ne 0 ] || [ "$status" -ne 0 ] || [ "$book_status" -ne 0 ] || [ "$site_status" -ne 0 ]; then
+  echo "FAILED: lint exit $lint_status, library tests exit $status, chapters exit $book_status, website checks exit $site_status"
   exit 1
 fi
 echo "all tests passed"

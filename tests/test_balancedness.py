@@ -1,4 +1,5 @@
 """Deep linear networks: the balancedness identity of one GD step and its conservation by gradient flow."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,5 @@
 """Block eigensolver vs dense eigvalsh: small nets, clustered spectra, warm starts, relative tolerance."""
+
 import pytest
 import torch
 
@@ -69,8 +70,9 @@ def test_tolerance_is_relative_to_the_eigenvalue_not_the_dimension():
         for scale in (1e-3, 1e3):
             spectrum = scale * torch.cat([torch.tensor([1.0, 0.97]), torch.linspace(-0.1, 0.9, n - 2)])
             objective, A = _quadratic(spectrum.tolist(), seed=n)
-            res = be.block_eigs(curvature.HessianOperator(objective, torch.zeros(n, dtype=torch.float64)),
-                                k=1, tol=1e-4, max_iter=300)
+            res = be.block_eigs(
+                curvature.HessianOperator(objective, torch.zeros(n, dtype=torch.float64)), k=1, tol=1e-4, max_iter=300
+            )
             assert res.converged
             assert float(res.residuals[0]) <= 1e-4 * abs(float(res.values[0])) * 1.0001
             assert abs(float(res.values[0]) - scale) <= 1e-4 * scale
@@ -78,8 +80,9 @@ def test_tolerance_is_relative_to_the_eigenvalue_not_the_dimension():
 
 def test_invariant_subspace_is_exact():
     objective, A = _quadratic([3.0, 2.0, 1.0, 0.5])
-    res = be.block_eigs(curvature.HessianOperator(objective, torch.zeros(4, dtype=torch.float64)), k=2,
-                        block_size=4, tol=1e-12)
+    res = be.block_eigs(
+        curvature.HessianOperator(objective, torch.zeros(4, dtype=torch.float64)), k=2, block_size=4, tol=1e-12
+    )
     assert torch.allclose(res.values, torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-10)
 
 
@@ -100,8 +103,9 @@ def test_precomputed_first_block_product_gives_the_same_solve(small_net):
     X = be.start_block(op.dim, 3, seed=5)
     loss, grad, HX = op.grad_and_matmat(X.to(op.dtype))
     fused = be.block_eigs(op, k=2, block_size=3, tol=1e-8, max_iter=200, X0=X, HX0=HX)
-    plain = be.block_eigs(curvature.HessianOperator(objective, theta, "reverse"), k=2, block_size=3, tol=1e-8,
-                          max_iter=200, seed=5)
+    plain = be.block_eigs(
+        curvature.HessianOperator(objective, theta, "reverse"), k=2, block_size=3, tol=1e-8, max_iter=200, seed=5
+    )
     torch.testing.assert_close(fused.values, plain.values, rtol=1e-9, atol=1e-12)
     assert fused.n_matvec == plain.n_matvec  # the fused products are counted once
     torch.testing.assert_close(grad, torch.func.grad(objective)(theta))

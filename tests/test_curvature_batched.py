@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from instabilities import curvature
-from instabilities import population as pop
+from instabilities import curvature, population as pop
 from instabilities.models import ModelSpec
 from instabilities.train import TrainConfig, build_problem
 

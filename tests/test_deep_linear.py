@@ -1,11 +1,11 @@
 """Tests of the general theorem of Xu et al. (deep linear networks): closed forms against dense Hessians and SGD."""
+
 import numpy as np
 import pytest
 import torch
 
 from instabilities.config import ConfigError
-from instabilities.dynamics import deep_linear as dl
-from instabilities.dynamics import label_noise as ln
+from instabilities.dynamics import deep_linear as dl, label_noise as ln
 
 I2 = np.eye(2)
 
@@ -33,8 +33,10 @@ def _dense(Ws, V, Sx, Se):
 @pytest.mark.parametrize("depth", [2, 3, 4])
 def test_eq14_eq15_and_fluctuation_match_dense_hessians(depth):
     V, Sx, Se = _random_problem(depth)
-    for Ws, T in ((dl.minimal_fluctuation_weights(depth, V, Sx, Se, seed=1), dl.predicted_trace(depth, V, Sx, Se)),
-                  (dl.minimal_trace_weights(depth, V, Sx, seed=2), dl.minimal_trace(depth, V, Sx))):
+    for Ws, T in (
+        (dl.minimal_fluctuation_weights(depth, V, Sx, Se, seed=1), dl.predicted_trace(depth, V, Sx, Se)),
+        (dl.minimal_trace_weights(depth, V, Sx, seed=2), dl.minimal_trace(depth, V, Sx)),
+    ):
         np.testing.assert_allclose(_product(Ws), V, atol=1e-12)
         dense = _dense(Ws, V, Sx, Se)
         assert float(dense["trace_hessian"][0]) == pytest.approx(T, rel=1e-10)
@@ -58,7 +60,7 @@ def test_trace_formula_holds_off_the_minima():
 @pytest.mark.parametrize("depth", [2, 3, 4, 6])
 @pytest.mark.parametrize("sigma", [0.1, 1.0, 3.0, 100.0])
 def test_two_by_two_example_eq18_eq21(depth, sigma):
-    Ws = dl.minimal_fluctuation_weights(depth, I2, I2, np.diag([1.0, sigma ** 2]))
+    Ws = dl.minimal_fluctuation_weights(depth, I2, I2, np.diag([1.0, sigma**2]))
     assert float(dl.two_by_two_trace(sigma, depth)) == pytest.approx(float(dl.trace_hessian(Ws, I2)), rel=1e-12)
     assert float(dl.two_by_two_sharpness(sigma, depth)) == pytest.approx(dl.sharpness(Ws, I2), rel=1e-12)
     assert float(dl.two_by_two_trace(sigma, depth)) == pytest.approx(float(dl.two_by_two_trace(1 / sigma, depth)))
@@ -155,15 +157,16 @@ def test_sgd_reaches_eq14_and_gd_freezes_it():
 def test_sgd_at_depth_three_reaches_eq14():
     """D = 3 (two hidden layers of width 2): SGD's T at eta -> 0 within 6 % of eq. 14 from a flat and a sharp start."""
     Se = np.diag([0.2, 1.8])
-    starts = ([dl.minimal_trace_weights(3, I2, I2)] * 12
-              + [dl.minimal_fluctuation_weights(3, I2, I2, np.diag([0.02, 1.98]))] * 12)
+    starts = [dl.minimal_trace_weights(3, I2, I2)] * 12 + [
+        dl.minimal_fluctuation_weights(3, I2, I2, np.diag([0.02, 1.98]))
+    ] * 12
     vals = []
     for eta in (0.02, 0.04):
         n = int(12 * dl.diagonal_relaxation_time(np.diag(Se), eta))
         out = dl.train(starts, I2, I2, Se, eta, [("sgd", n)], records_per_phase=12, seed=2)
         assert not out["diverged"].any()
         vals.append(np.nanmean(out["trace_hessian"][6:], axis=0).reshape(2, -1).mean(1))
-    vals = np.array(vals)                                  # [eta, start]
+    vals = np.array(vals)  # [eta, start]
     limit = ln.extrapolate_to_zero((0.02, 0.04), vals.mean(1))
     assert limit == pytest.approx(dl.predicted_trace(3, I2, I2, Se), rel=0.06)
     assert abs(vals[0, 0] - vals[0, 1]) < 0.05 * vals[0].mean()

@@ -1,4 +1,5 @@
 """Catapults in a network and the central flow experiment: validation, registration and tiny runs."""
+
 import numpy as np
 import pytest
 
@@ -17,10 +18,15 @@ def test_registered_with_both_scales():
         assert exp.configs["ci"].config_hash() != exp.configs["full"].config_hash()
 
 
-@pytest.mark.parametrize("cls,bad,match", [
-    (C.CatapultNetConfig, dict(eta_lambda0=()), "eta_lambda0"), (C.CatapultNetConfig, dict(eta_lambda0=(1.0, -2.0)), "eta_lambda0"),
-    (C.CentralFlowConfig, dict(substeps=0), "substeps"), (C.CentralFlowConfig, dict(record_every=500, steps=100), "record_every"),
-])
+@pytest.mark.parametrize(
+    "cls,bad,match",
+    [
+        (C.CatapultNetConfig, dict(eta_lambda0=()), "eta_lambda0"),
+        (C.CatapultNetConfig, dict(eta_lambda0=(1.0, -2.0)), "eta_lambda0"),
+        (C.CentralFlowConfig, dict(substeps=0), "substeps"),
+        (C.CentralFlowConfig, dict(record_every=500, steps=100), "record_every"),
+    ],
+)
 def test_config_validation(cls, bad, match):
     with pytest.raises(ConfigError, match=match):
         cls(**bad)

@@ -28,25 +28,40 @@ def test_registered_configs_validate_and_hash():
         assert ci.config_hash() != full.config_hash()
 
 
-@pytest.mark.parametrize("changes,word", [
-    ({"etas": ()}, "etas"), ({"etas": (0.1, -0.2)}, "etas"), ({"eig_every": 0}, "eig_every"),
-    ({"steps": 10, "eig_every": 20}, "eig_every"), ({"dataset": "imagenet"}, "dataset"),
-    ({"activation": "swish"}, "activation")])
+@pytest.mark.parametrize(
+    "changes,word",
+    [
+        ({"etas": ()}, "etas"),
+        ({"etas": (0.1, -0.2)}, "etas"),
+        ({"eig_every": 0}, "eig_every"),
+        ({"steps": 10, "eig_every": 20}, "eig_every"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"activation": "swish"}, "activation"),
+    ],
+)
 def test_sharpness_config_rejects_bad_input(changes, word):
     with pytest.raises(ConfigError, match=word):
         ec.SharpnessTwoEtasConfig(**changes)
 
 
-@pytest.mark.parametrize("changes,word", [
-    ({"eta": 0.0}, "eta"), ({"k": 0}, "k"), ({"k": 30, "n_dense_top": 20}, "n_dense_top"),
-    ({"power_tol": -1.0}, "power_tol")])
+@pytest.mark.parametrize(
+    "changes,word",
+    [
+        ({"eta": 0.0}, "eta"),
+        ({"k": 0}, "k"),
+        ({"k": 30, "n_dense_top": 20}, "n_dense_top"),
+        ({"power_tol": -1.0}, "power_tol"),
+    ],
+)
 def test_solver_config_rejects_bad_input(changes, word):
     with pytest.raises(ConfigError, match=word):
         ec.SolverAccuracyConfig(**changes)
 
 
 def test_sharpness_two_etas_reduced_run_shapes():
-    cfg = ec.SharpnessTwoEtasConfig(dataset="digits", n_train=60, widths=(8,), etas=(0.1, 0.2), steps=12, eig_every=4, n_eigs=2)
+    cfg = ec.SharpnessTwoEtasConfig(
+        dataset="digits", n_train=60, widths=(8,), etas=(0.1, 0.2), steps=12, eig_every=4, n_eigs=2
+    )
     r = experiments.run("sharpness_two_etas", cfg)
     assert r["train_loss"].shape == (2, 13) and r["eigs"].shape == (2, 4, 2)
     assert r["sharpness"].shape == (2, 4) and r["eig_step"].tolist() == [0, 4, 8, 12]
@@ -62,8 +77,17 @@ def test_sharpness_two_etas_records_divergence():
 
 
 def test_solver_accuracy_reduced_run():
-    cfg = ec.SolverAccuracyConfig(dataset="digits", n_train=60, widths=(6,), train_steps=20, track_every=10, k=2,
-                                  n_dense_top=5, tiny_krylov=4, warm_steps=2)
+    cfg = ec.SolverAccuracyConfig(
+        dataset="digits",
+        n_train=60,
+        widths=(6,),
+        train_steps=20,
+        track_every=10,
+        k=2,
+        n_dense_top=5,
+        tiny_krylov=4,
+        warm_steps=2,
+    )
     r = experiments.run("solver_accuracy", cfg)
     P = int(r["n_params"])
     assert r["reference_spectrum"].shape == (P,) and r["train_loss"].shape == (21,)
@@ -73,8 +97,9 @@ def test_solver_accuracy_reduced_run():
 
 def test_sharpness_two_etas_full_scale_checkpoints_under_its_name(tmp_path, monkeypatch):
     monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path))
-    cfg = ec.SharpnessTwoEtasConfig(scale="full", dataset="digits", n_train=60, widths=(8,), etas=(0.1, 0.2), steps=8,
-                                   eig_every=4)
+    cfg = ec.SharpnessTwoEtasConfig(
+        scale="full", dataset="digits", n_train=60, widths=(8,), etas=(0.1, 0.2), steps=8, eig_every=4
+    )
     assert experiments.get("sharpness_two_etas").resumable
     r = experiments.run("sharpness_two_etas", cfg)
     assert experiments.checkpoint_path("sharpness_two_etas", cfg).exists()

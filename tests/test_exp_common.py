@@ -1,4 +1,5 @@
 """The shared network config: validation messages, model spec and the TrainConfig it builds."""
+
 import dataclasses
 
 import pytest
@@ -8,11 +9,20 @@ from instabilities.experiments.common import NetConfig
 from instabilities.train import TrainConfig
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(dataset="imagenet"), "dataset"), (dict(activation="swish2"), "activation"), (dict(loss="hinge"), "loss"),
-    (dict(n_train=0), "n_train"), (dict(n_test=-1), "n_test"), (dict(widths=()), "widths"),
-    (dict(widths=[8]), "tuple"), (dict(widths=(8, 0)), "width"), (dict(dataset="teacher", loss="ce"), "regression"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(dataset="imagenet"), "dataset"),
+        (dict(activation="swish2"), "activation"),
+        (dict(loss="hinge"), "loss"),
+        (dict(n_train=0), "n_train"),
+        (dict(n_test=-1), "n_test"),
+        (dict(widths=()), "widths"),
+        (dict(widths=[8]), "tuple"),
+        (dict(widths=(8, 0)), "width"),
+        (dict(dataset="teacher", loss="ce"), "regression"),
+    ],
+)
 def test_rejects_bad_network_fields(bad, match):
     with pytest.raises(ConfigError, match=match):
         NetConfig(**bad)

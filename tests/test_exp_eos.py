@@ -1,4 +1,5 @@
 """Edge-of-stability experiments: config validation, registration and tiny runs."""
+
 import numpy as np
 import pytest
 
@@ -20,20 +21,33 @@ def test_registered_with_both_scales():
     assert experiments.config("eos_sweep_ce", "ci").loss == "ce"
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(etas=()), "etas"), (dict(etas=(0.1, -0.2)), "eta"), (dict(dataset="imagenet"), "dataset"),
-    (dict(loss="hinge"), "loss"), (dict(widths=()), "widths"), (dict(eig_every=0), "eig_every"),
-    (dict(n_eigs=0), "n_eigs"), (dict(dataset="teacher", loss="ce"), "regression"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(etas=()), "etas"),
+        (dict(etas=(0.1, -0.2)), "eta"),
+        (dict(dataset="imagenet"), "dataset"),
+        (dict(loss="hinge"), "loss"),
+        (dict(widths=()), "widths"),
+        (dict(eig_every=0), "eig_every"),
+        (dict(n_eigs=0), "n_eigs"),
+        (dict(dataset="teacher", loss="ce"), "regression"),
+    ],
+)
 def test_sweep_config_validation(bad, match):
     with pytest.raises(ConfigError, match=match):
         EosSweepConfig(**bad)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(eta=0.0), "eta"), (dict(compare_every=500, steps=100), "compare_every"),
-    (dict(flow_alpha=3.0), "unstable"), (dict(activation="swish"), "activation"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(eta=0.0), "eta"),
+        (dict(compare_every=500, steps=100), "compare_every"),
+        (dict(flow_alpha=3.0), "unstable"),
+        (dict(activation="swish"), "activation"),
+    ],
+)
 def test_flow_config_validation(bad, match):
     with pytest.raises(ConfigError, match=match):
         EosFlowConfig(**bad)
@@ -83,8 +97,13 @@ def test_summarize_sweep_on_synthetic_arrays():
     s = np.array([1, 2, 3, 4, 5.2, 4.8, 5.1, 4.9, 5.0, 5.3, 4.7])  # eta = 0.4: 2/eta = 5
     loss = np.linspace(1.0, 0.5, 101)
     loss[60] = 0.9  # one spike: two changes after the crossing (up, then down)
-    res = {"etas": np.array([0.4]), "eig_step": eig_step, "eigs": s[None, :, None], "train_loss": loss[None],
-           "diverged": np.array([False])}
+    res = {
+        "etas": np.array([0.4]),
+        "eig_step": eig_step,
+        "eigs": s[None, :, None],
+        "train_loss": loss[None],
+        "diverged": np.array([False]),
+    }
     assert first_crossing(eig_step, s, 5.0) == 40 and first_crossing(eig_step, s, 9.0) == -1
     row = summarize_sweep(res, settle=20)[0]
     assert row["crossing_step"] == 40 and row["S0"] == 1.0
@@ -137,15 +156,27 @@ def test_ci_scale_and_direct_calls_write_no_checkpoint(tmp_path, monkeypatch):
 
 
 # -- Cohen et al.'s controls and the dense crossing ----------------------------------------------
-from instabilities.experiments.eos import (EosCrossingConfig, EosMomentumConfig, EosSwitchConfig,  # noqa: E402
-                                           fit_self_stabilization, run_eos_crossing, run_eos_momentum,
-                                           run_eos_switch, self_stabilization_measures, summarize_momentum,
-                                           summarize_switch)
+from instabilities.experiments.eos import (  # noqa: E402
+    EosCrossingConfig,
+    EosMomentumConfig,
+    EosSwitchConfig,
+    fit_self_stabilization,
+    run_eos_crossing,
+    run_eos_momentum,
+    run_eos_switch,
+    self_stabilization_measures,
+    summarize_momentum,
+    summarize_switch,
+)
 
 
 def test_controls_registered_with_both_scales():
-    for name, chapter in (("eos_switch", "eos_controls"), ("eos_momentum", "eos_controls"),
-                          ("eos_relu", "eos_controls"), ("eos_crossing", "catapults_self_stabilization")):
+    for name, chapter in (
+        ("eos_switch", "eos_controls"),
+        ("eos_momentum", "eos_controls"),
+        ("eos_relu", "eos_controls"),
+        ("eos_crossing", "catapults_self_stabilization"),
+    ):
         exp = experiments.get(name)
         assert exp.chapter == chapter
         assert exp.configs["ci"].scale == "ci" and exp.configs["full"].scale == "full"
@@ -153,11 +184,17 @@ def test_controls_registered_with_both_scales():
     assert experiments.config("eos_relu", "ci").activation == "relu"
 
 
-@pytest.mark.parametrize("cls,bad,match", [
-    (EosSwitchConfig, dict(switch_step=0), "switch_step"), (EosSwitchConfig, dict(eta_after=-1.0), "eta_after"),
-    (EosMomentumConfig, dict(beta=1.0), "beta"), (EosMomentumConfig, dict(etas_heavy_ball=(), etas_nesterov=()), "at least one"),
-    (EosCrossingConfig, dict(dense_from=1.5), "dense_from"), (EosCrossingConfig, dict(dense_steps=0), "dense_steps"),
-])
+@pytest.mark.parametrize(
+    "cls,bad,match",
+    [
+        (EosSwitchConfig, dict(switch_step=0), "switch_step"),
+        (EosSwitchConfig, dict(eta_after=-1.0), "eta_after"),
+        (EosMomentumConfig, dict(beta=1.0), "beta"),
+        (EosMomentumConfig, dict(etas_heavy_ball=(), etas_nesterov=()), "at least one"),
+        (EosCrossingConfig, dict(dense_from=1.5), "dense_from"),
+        (EosCrossingConfig, dict(dense_steps=0), "dense_steps"),
+    ],
+)
 def test_control_config_validation(cls, bad, match):
     with pytest.raises(ConfigError, match=match):
         cls(**bad)
@@ -183,6 +220,7 @@ def test_tiny_momentum_predicted_thresholds():
 
 def test_self_stabilization_measures_on_a_period_two_orbit():
     import torch
+
     u = torch.zeros(5, dtype=torch.float64)
     u[0] = 1.0
     thetas = torch.stack([torch.full((5,), 0.3, dtype=torch.float64) + ((-1) ** t) * 0.2 * u for t in range(6)])
@@ -191,6 +229,7 @@ def test_self_stabilization_measures_on_a_period_two_orbit():
     np.testing.assert_allclose(m["y"], 0.5)
     # the fit recovers the constants of the 2-D map
     from instabilities.dynamics import toys
+
     x, y = toys.self_stabilization_map(0.01, -2.0, 0.001, 1.0, 2.0, 50_000)
     f = fit_self_stabilization(x, y, 0.001)
     assert f["alpha"] == pytest.approx(1.0, rel=1e-6) and f["beta"] == pytest.approx(2.0, rel=1e-6)

@@ -1,11 +1,12 @@
 """Configs of the flatness experiments validate, and tiny runs work end to end."""
+
 import numpy as np
 import pytest
 import torch
 
 from instabilities import experiments
-from instabilities.experiments import flatness as ef
 from instabilities.config import ConfigError
+from instabilities.experiments import flatness as ef
 
 
 def test_registered_with_both_scales():
@@ -16,8 +17,18 @@ def test_registered_with_both_scales():
         assert exp.configs["ci"].config_hash() != exp.configs["full"].config_hash()
 
 
-@pytest.mark.parametrize("bad", [dict(seeds=(0,)), dict(etas=()), dict(etas=(0.5, 0.1)), dict(max_steps=100, trace_every=30),
-                                 dict(activation="swish2"), dict(stop_loss=0.0), dict(trace_samples=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(seeds=(0,)),
+        dict(etas=()),
+        dict(etas=(0.5, 0.1)),
+        dict(max_steps=100, trace_every=30),
+        dict(activation="swish2"),
+        dict(stop_loss=0.0),
+        dict(trace_samples=0),
+    ],
+)
 def test_goldilocks_config_rejects_bad_input(bad):
     with pytest.raises(ConfigError):
         ef.GoldilocksConfig(**bad)
@@ -44,8 +55,18 @@ def test_tiny_gfs_descent_flattens_only_when_unstable():
 
 def test_tiny_goldilocks_run_reaches_common_loss_and_summarizes():
     torch.set_num_threads(1)
-    cfg = ef.GoldilocksConfig(dataset="digits", n_train=80, n_test=297, widths=(8,), etas=(0.2, 0.5), seeds=(0, 1),
-                              stop_loss=0.2, max_steps=400, trace_every=50, trace_samples=4)
+    cfg = ef.GoldilocksConfig(
+        dataset="digits",
+        n_train=80,
+        n_test=297,
+        widths=(8,),
+        etas=(0.2, 0.5),
+        seeds=(0, 1),
+        stop_loss=0.2,
+        max_steps=400,
+        trace_every=50,
+        trace_samples=4,
+    )
     res = ef.run_flatness_goldilocks(cfg)
     assert res["reached"].all() and not res["diverged"].any()
     assert np.all(res["final_loss"] < 0.2)
@@ -62,8 +83,19 @@ def test_tiny_goldilocks_run_reaches_common_loss_and_summarizes():
 
 def test_goldilocks_full_scale_checkpoints_under_its_name(tmp_path, monkeypatch):
     monkeypatch.setenv("INSTABILITIES_RESULTS", str(tmp_path))
-    cfg = ef.GoldilocksConfig(scale="full", dataset="digits", n_train=60, n_test=50, widths=(8,), etas=(0.1,),
-                              seeds=(0, 1), stop_loss=0.01, max_steps=10, trace_every=5, trace_samples=2)
+    cfg = ef.GoldilocksConfig(
+        scale="full",
+        dataset="digits",
+        n_train=60,
+        n_test=50,
+        widths=(8,),
+        etas=(0.1,),
+        seeds=(0, 1),
+        stop_loss=0.01,
+        max_steps=10,
+        trace_every=5,
+        trace_samples=2,
+    )
     assert experiments.get("flatness_goldilocks").resumable
     first = experiments.run("flatness_goldilocks", cfg)
     assert experiments.checkpoint_path("flatness_goldilocks", cfg).exists()

@@ -1,4 +1,5 @@
 """Tests of the label-noise experiments: registry, configs, small runs."""
+
 import dataclasses
 
 import numpy as np
@@ -38,8 +39,14 @@ from instabilities.experiments.label_noise import (
     sweep_summary,
 )
 
-NAMES = ("label_noise_chain", "label_noise_sweep", "label_noise_reconcile", "label_noise_architectures",
-         "label_noise_general", "label_noise_intervention")
+NAMES = (
+    "label_noise_chain",
+    "label_noise_sweep",
+    "label_noise_reconcile",
+    "label_noise_architectures",
+    "label_noise_general",
+    "label_noise_intervention",
+)
 
 
 def test_registered_with_both_scales():
@@ -62,8 +69,9 @@ def test_config_errors_name_the_fix():
 
 
 def test_small_chain_run_shapes_and_prediction_order():
-    cfg = ChainConfig(ratios=(1.0, 9.0), etas=(0.05, 0.1), init_hidden_sq=(1.0,), replicas=2, steps=400,
-                      record_every=100)
+    cfg = ChainConfig(
+        ratios=(1.0, 9.0), etas=(0.05, 0.1), init_hidden_sq=(1.0,), replicas=2, steps=400, record_every=100
+    )
     res = run_chain(cfg)
     assert res["flow_sharpness_mean"].shape == (5, 2, 2, 1)
     assert res["flow_sharpness_mean"].dtype == np.float32 and res["predicted_sharpness"].dtype == np.float64
@@ -76,8 +84,17 @@ def test_small_chain_run_shapes_and_prediction_order():
 
 
 def test_small_architecture_run():
-    cfg = ArchConfig(archs=("mlp",), ratios=(1.0, 4.0), seeds=(0, 1), steps=100, anneal_steps=50, snapshot_every=50,
-                     final_window=1, width=6, n_eval=32)
+    cfg = ArchConfig(
+        archs=("mlp",),
+        ratios=(1.0, 4.0),
+        seeds=(0, 1),
+        steps=100,
+        anneal_steps=50,
+        snapshot_every=50,
+        final_window=1,
+        width=6,
+        n_eval=32,
+    )
     res = run_architectures(cfg)
     assert res["final_sharpness"].shape == (1, 2, 2, 2) and res["final_trace"].shape == (1, 2, 2, 2)
     assert np.isfinite(res["final_sharpness"]).all() and np.all(res["final_trace"] > 0)
@@ -92,8 +109,7 @@ def test_small_architecture_run():
 def test_gauss_newton_trace_matches_dense_hessian_at_a_minimum():
     """At the teacher's own parameters (a global minimum of the clean loss) tr E[J^T J] = tr H."""
 
-    from instabilities import curvature
-    from instabilities import sequence_models as sm
+    from instabilities import curvature, sequence_models as sm
     from instabilities.models import FlatModel
 
     model = sm.build_sequence_model("mlp", 2, 3, 2, width=4, seed=0)
@@ -108,8 +124,9 @@ def test_gauss_newton_trace_matches_dense_hessian_at_a_minimum():
 
 
 def test_general_and_intervention_small_runs():
-    cfg = GeneralTheoremConfig(depths=(2,), sigmas=(1.0, 3.0), etas=(0.04, 0.08), replicas=3, relaxation_times=1.0,
-                               records=4)
+    cfg = GeneralTheoremConfig(
+        depths=(2,), sigmas=(1.0, 3.0), etas=(0.04, 0.08), replicas=3, relaxation_times=1.0, records=4
+    )
     tau, steps = general_schedule(cfg)
     assert tau.shape == steps.shape == (1, 2, 2) and np.all(steps >= tau)
     res = run_general(cfg)
@@ -129,21 +146,31 @@ def test_general_and_intervention_small_runs():
 
 def test_aggregates_equal_the_per_replica_statistics():
     """The compact result reproduces the statistics of the raw per-replica trajectories it summarises."""
-    cfg = ChainConfig(ratios=(4.0,), etas=(0.05, 0.1), init_hidden_sq=(0.3, 1.0), replicas=3, steps=600,
-                      record_every=100)
+    cfg = ChainConfig(
+        ratios=(4.0,), etas=(0.05, 0.1), init_hidden_sq=(0.3, 1.0), replicas=3, steps=600, record_every=100
+    )
     res = run_chain(cfg)
     net = ln.chain_point(1.0, cfg.teacher, cfg.depth)[0]
     thetas = [ln.chain_point(t, cfg.teacher, cfg.depth)[1] for t in cfg.init_hidden_sq]
     thetas = torch.stack([thetas[j] for _ in cfg.etas for j in range(2) for _ in range(3)])
     lrs = [eta for eta in cfg.etas for _ in range(2) for _ in range(3)]
     cov = ln.noise_covariance(4.0, cfg.noise_trace, 2)
-    raw = ln.label_noise_sgd(net, thetas, torch.tensor([[1.0], [0.0]], dtype=torch.float64),
-                             torch.eye(1, dtype=torch.float64), cov.expand(len(lrs), 2, 2).clone(), lrs, cfg.steps,
-                             cfg.batch_size, cfg.record_every, cfg.seed)
+    raw = ln.label_noise_sgd(
+        net,
+        thetas,
+        torch.tensor([[1.0], [0.0]], dtype=torch.float64),
+        torch.eye(1, dtype=torch.float64),
+        cov.expand(len(lrs), 2, 2).clone(),
+        lrs,
+        cfg.steps,
+        cfg.batch_size,
+        cfg.record_every,
+        cfg.seed,
+    )
     for key in TRAJECTORY_KEYS:
         x = np.asarray(raw[key]).reshape(-1, 1, 2, 2, 3)
         np.testing.assert_allclose(res[f"{key}_mean"], x.mean(axis=-1), rtol=1e-6)
-        averages = x[x.shape[0] // 2:].mean(axis=0)
+        averages = x[x.shape[0] // 2 :].mean(axis=0)
         np.testing.assert_allclose(stationary_mean(res, key), averages.mean(axis=-1), rtol=1e-6)
         np.testing.assert_allclose(stationary_sem(res, key), averages.std(axis=-1, ddof=1) / np.sqrt(3), rtol=1e-5)
 
@@ -153,7 +180,7 @@ def test_extrapolated_sem_is_linear_error_propagation():
     sem = np.array([[[0.3, 0.4], [0.1, 0.2]]])  # [ratio, eta, init]
     res = {"etas": np.array([0.05, 0.1]), "flow_sharpness_sem": sem}
     e1, e2 = np.hypot(0.3, 0.4) / 2, np.hypot(0.1, 0.2) / 2
-    np.testing.assert_allclose(extrapolated_sem(res), [np.sqrt(4 * e1 ** 2 + e2 ** 2)], rtol=1e-9)
+    np.testing.assert_allclose(extrapolated_sem(res), [np.sqrt(4 * e1**2 + e2**2)], rtol=1e-9)
 
 
 def test_diverging_replicas_are_counted_not_averaged():
@@ -173,8 +200,19 @@ def test_chain_configs_share_a_base_and_reconcile_uses_tau():
     # same fields, different experiments: the class name keeps their hashes apart
     assert SweepConfig().config_hash() != ChainConvergenceConfig().config_hash()
     assert [f.name for f in dataclasses.fields(ChainConfig)] == [
-        "scale", "depth", "teacher", "noise_trace", "ratios", "etas", "init_hidden_sq", "replicas", "batch_size",
-        "seed", "steps", "record_every"]
+        "scale",
+        "depth",
+        "teacher",
+        "noise_trace",
+        "ratios",
+        "etas",
+        "init_hidden_sq",
+        "replicas",
+        "batch_size",
+        "seed",
+        "steps",
+        "record_every",
+    ]
     for name in NAMES:  # step sizes are eta / etas in every config
         fields = {f.name for f in dataclasses.fields(experiments.config(name, "full"))}
         assert "lr" not in fields and ("eta" in fields or "etas" in fields)
@@ -202,8 +240,9 @@ def test_sweep_schedule_scales_with_the_relaxation_time():
 
 def test_sweep_bracket_narrows_with_run_length_and_contains_the_closed_form():
     """Starts on both sides of the attracting balance bracket the eta -> 0 value: wide after 2 tau, narrow after 10."""
-    base = SweepConfig(ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0), replicas=4, records=12,
-                       min_steps=100)
+    base = SweepConfig(
+        ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0), replicas=4, records=12, min_steps=100
+    )
     widths = []
     for n_tau in (2.0, 10.0):
         res = run_relaxed_chain(base.replace(relaxation_times=n_tau))
@@ -241,7 +280,7 @@ def test_per_start_extrapolation_and_its_error():
     np.testing.assert_allclose(extrapolated_sem(res, per_start=True), np.sqrt(4 * sem[:, 0] ** 2 + sem[:, 1] ** 2))
     # three step sizes, parabola: exact on v = 2 + eta - 3 eta^2 for every start
     e = np.array([0.01, 0.02, 0.04])
-    res3 = {"etas": e, "flow_sharpness_mean": np.broadcast_to((2 + e - 3 * e ** 2)[None, :, None], (1, 3, 2))[None]}
+    res3 = {"etas": e, "flow_sharpness_mean": np.broadcast_to((2 + e - 3 * e**2)[None, :, None], (1, 3, 2))[None]}
     np.testing.assert_allclose(extrapolated(res3, burn_in=0.0, degree=2, per_start=True), [[2.0, 2.0]], rtol=1e-10)
     assert abs(extrapolated(res3, burn_in=0.0, degree=1, per_start=True)[0, 0] - 2.0) > 1e-4
 
@@ -249,7 +288,10 @@ def test_per_start_extrapolation_and_its_error():
 def test_drift_path_deviation_falls_with_run_length_and_has_the_sign_of_the_start():
     """Starts below t* (sharper) approach S* from above, starts in (t*, 1) from below; 15 tau is enough."""
     base = ChainConvergenceConfig(ratios=(16.0,), etas=(0.01, 0.02), init_hidden_sq=(0.05, 0.5, 0.2425356), records=40)
-    short, long = drift_path_deviation(base.replace(relaxation_times=2.0)), drift_path_deviation(base.replace(relaxation_times=15.0))
+    short, long = (
+        drift_path_deviation(base.replace(relaxation_times=2.0)),
+        drift_path_deviation(base.replace(relaxation_times=15.0)),
+    )
     assert short.shape == (1, 2, 3)
     assert short[0, 0, 0] > 0.2 and short[0, 0, 1] < -0.003  # t* = 1/sqrt(17) = 0.2425
     assert abs(short[0, 0, 2]) < 1e-5  # the start at t* stays there
@@ -260,8 +302,9 @@ def test_drift_path_deviation_falls_with_run_length_and_has_the_sign_of_the_star
 def test_chain_convergence_run_forgets_its_start():
     """Three starting minima (S from 2 to 10) reach the same stationary sharpness in every cell; cells have their own
     length (steps / tau ends at relaxation_times), and each start extrapolates to the closed form."""
-    cfg = ChainConvergenceConfig(ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0, 4.0), replicas=6,
-                                 relaxation_times=12.0, records=24)
+    cfg = ChainConvergenceConfig(
+        ratios=(4.0,), etas=(0.04, 0.08), init_hidden_sq=(0.1, 1.0, 4.0), replicas=6, relaxation_times=12.0, records=24
+    )
     res = run_relaxed_chain(cfg)
     assert int(res["n_diverged"].sum()) == 0
     assert res["flow_sharpness_mean"].shape == (25, 1, 2, 3)
@@ -282,17 +325,22 @@ def _synthetic_chain_result(values, sems, etas, predicted):
     """A result dict whose stationary means are ``values [ratio, eta, start]`` exactly."""
     values = np.asarray(values, dtype=float)
     rec = np.broadcast_to(values, (6, *values.shape)).astype(np.float32)
-    return {"flow_sharpness_mean": rec, "flow_sharpness_sem": np.asarray(sems, dtype=np.float32),
-            "etas": np.asarray(etas), "predicted_sharpness": np.asarray(predicted, dtype=float),
-            "burn_in": np.asarray(0.5), "run_steps": np.full(values.shape[:2], 1000),
-            "relaxation_steps": np.full(values.shape[:2], 100.0)}
+    return {
+        "flow_sharpness_mean": rec,
+        "flow_sharpness_sem": np.asarray(sems, dtype=np.float32),
+        "etas": np.asarray(etas),
+        "predicted_sharpness": np.asarray(predicted, dtype=float),
+        "burn_in": np.asarray(0.5),
+        "run_steps": np.full(values.shape[:2], 1000),
+        "relaxation_steps": np.full(values.shape[:2], 100.0),
+    }
 
 
 def test_sweep_summary_on_a_known_parabola():
     etas = np.array([0.005, 0.01, 0.02])
     S_star = 10.0
-    v = S_star * (1 - 1.1 * etas * S_star + 3.0 * etas ** 2)      # offset -1.1 eta S* + O(eta^2)
-    values = np.stack([v - 0.01, v + 0.01], axis=-1)[None]           # two starts bracket the stationary value
+    v = S_star * (1 - 1.1 * etas * S_star + 3.0 * etas**2)  # offset -1.1 eta S* + O(eta^2)
+    values = np.stack([v - 0.01, v + 0.01], axis=-1)[None]  # two starts bracket the stationary value
     res = _synthetic_chain_result(values, np.full((1, 3, 2), 0.004), etas, [S_star])
     sw = sweep_summary(res)
     assert sw["parabola"][0] == pytest.approx(S_star, rel=1e-5)
@@ -300,7 +348,7 @@ def test_sweep_summary_on_a_known_parabola():
     np.testing.assert_allclose(sw["offset"][0], (v / S_star - 1) / (etas * S_star), rtol=1e-5)
     w = (etas[2] - etas[1]) / (etas[2] - etas[0])
     err = 0.004 * np.sqrt(2) / 2
-    expected = (v[1] - w * v[0] - (1 - w) * v[2]) / (err * np.sqrt(1 + w ** 2 + (1 - w) ** 2))
+    expected = (v[1] - w * v[0] - (1 - w) * v[2]) / (err * np.sqrt(1 + w**2 + (1 - w) ** 2))
     assert sw["misfit"][0] == pytest.approx(expected, rel=1e-4)
     assert sw["start_gap"][0] == pytest.approx(0.02 / S_star, rel=1e-4)
 

@@ -1,4 +1,5 @@
 """The rpe_episodes experiment: dense curvature, exact balancedness bookkeeping, episode analysis."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +15,17 @@ def test_registered_with_both_scales():
     assert exp.configs["ci"].config_hash() != exp.configs["full"].config_hash()
 
 
-@pytest.mark.parametrize("bad", [dict(seeds=()), dict(widths=()), dict(layer_scales=(1.0, 1.0)), dict(eta_gfs=0.0),
-                                 dict(steps=0), dict(gfs_every=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(seeds=()),
+        dict(widths=()),
+        dict(layer_scales=(1.0, 1.0)),
+        dict(eta_gfs=0.0),
+        dict(steps=0),
+        dict(gfs_every=0),
+    ],
+)
 def test_config_rejects_bad_input(bad):
     with pytest.raises(ConfigError):
         er.EpisodeConfig(**bad)

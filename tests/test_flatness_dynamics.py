@@ -1,11 +1,10 @@
 """The reduced coupled map (lib/flatness_dynamics.py) is exactly GD, and its invariants hold."""
+
 import numpy as np
 import pytest
 
-from instabilities.dynamics import flatness as fd
-from instabilities.dynamics import rpe
-from instabilities.dynamics import toys
 from instabilities.config import ConfigError
+from instabilities.dynamics import flatness as fd, rpe, toys
 
 Y = 1.0
 LOSS = rpe.ScalarLoss("target", Y)
@@ -93,6 +92,7 @@ def test_self_stabilization_counterpart_is_available():
 
 
 # -- the flatness dynamical system X_{t+1} = X_t + xi_t alpha(X_t) ------------------------------------------
+
 
 def test_sigmoid_potential_and_inverse():
     d = fd.SigmoidDrift(beta=5.0, scale=1.0)

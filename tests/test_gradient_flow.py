@@ -1,10 +1,11 @@
 """Gradient flow reference: RK4 against the exact solution on quadratics."""
+
 import numpy as np
 import pytest
 import torch
 
-from instabilities.dynamics import gradient_flow as gf
 from instabilities.config import ConfigError
+from instabilities.dynamics import gradient_flow as gf
 
 
 def _quadratic(dim=6, seed=0):
@@ -60,7 +61,7 @@ def test_flow_differs_from_unstable_gd_but_tracks_small_step_gd():
 
 
 def test_flow_validation_and_distances():
-    obj = lambda th: (th ** 2).sum()  # noqa: E731
+    obj = lambda th: (th**2).sum()  # noqa: E731
     with pytest.raises(ConfigError, match="non-decreasing"):
         gf.gradient_flow(obj, torch.ones(3), [1.0, 0.5])
     with pytest.raises(ConfigError, match="non-empty"):

@@ -1,4 +1,5 @@
 """The Hutchinson trace estimator against the dense trace."""
+
 import pytest
 import torch
 

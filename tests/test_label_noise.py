@@ -1,4 +1,5 @@
 """Tests of the solvable label-noise model: closed forms against dense Hessians, SGD against theory."""
+
 import numpy as np
 import pytest
 import torch
@@ -40,7 +41,9 @@ def test_closed_forms_match_dense_hessians(depth, ratio):
 def test_isotropic_noise_gives_C_proportional_to_H():
     net, theta = ln.chain_point(0.6, TEACHER, 3)
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
-    cs = ln.curvature_summary(net, theta[None], A, torch.eye(1, dtype=torch.float64), 0.3 * torch.eye(2, dtype=torch.float64))
+    cs = ln.curvature_summary(
+        net, theta[None], A, torch.eye(1, dtype=torch.float64), 0.3 * torch.eye(2, dtype=torch.float64)
+    )
     assert float(cs["trace_fluctuation"][0]) == pytest.approx(0.3 * float(cs["trace_hessian"][0]), rel=1e-12)
 
 
@@ -79,14 +82,15 @@ def test_one_step_balance_drift_matches_closed_form():
     net, theta = ln.chain_point(1.3, TEACHER, 2)
     R, lr = 40000, 0.1
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
-    out = ln.label_noise_sgd(net, theta.expand(R, -1), A, torch.eye(1, dtype=torch.float64), cov, lr, 1,
-                             record_every=1, seed=3, track=False)
+    out = ln.label_noise_sgd(
+        net, theta.expand(R, -1), A, torch.eye(1, dtype=torch.float64), cov, lr, 1, record_every=1, seed=3, track=False
+    )
     th = torch.from_numpy(out["theta_final"])
     bal = lambda t: (t[:, 1:] ** 2).sum(1) - t[:, 0] ** 2  # noqa: E731
     change = (bal(th) - bal(theta[None])).numpy()
     predicted = float(ln.chain_balance_drift(net, theta, cov, lr)[0])
     assert abs(change.mean() - predicted) < 4 * change.std() / np.sqrt(R)
-    assert predicted > 0.01 * lr ** 2  # w^2 = 1.3 is above w*^2: the drift is clearly non-zero
+    assert predicted > 0.01 * lr**2  # w^2 = 1.3 is above w*^2: the drift is clearly non-zero
 
 
 def test_flow_limit_preserves_invariants_and_reaches_minimum():
@@ -110,8 +114,9 @@ def test_sgd_converges_to_closed_form_from_different_minima():
             thetas += [th] * reps
             lrs += [eta] * reps
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
-    out = ln.label_noise_sgd(net, torch.stack(thetas), A, torch.eye(1, dtype=torch.float64), cov, lrs, 6000,
-                             record_every=100, seed=0)
+    out = ln.label_noise_sgd(
+        net, torch.stack(thetas), A, torch.eye(1, dtype=torch.float64), cov, lrs, 6000, record_every=100, seed=0
+    )
     assert not out["diverged"].any()
     F = out["flow_sharpness"][30:].reshape(-1, len(etas), len(inits), reps)
     per_init = F.mean(axis=(0, 1, 3))
@@ -126,8 +131,16 @@ def test_sgd_converges_to_closed_form_from_different_minima():
 def test_divergence_is_recorded_not_raised():
     net, theta = ln.chain_point(0.1, TEACHER, 2)  # sharpness 10.1: eta = 0.5 is far beyond 2/S
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
-    out = ln.label_noise_sgd(net, theta.expand(2, -1), A, torch.eye(1, dtype=torch.float64),
-                             ln.noise_covariance(1.0), [0.5, 0.01], 400, record_every=50)
+    out = ln.label_noise_sgd(
+        net,
+        theta.expand(2, -1),
+        A,
+        torch.eye(1, dtype=torch.float64),
+        ln.noise_covariance(1.0),
+        [0.5, 0.01],
+        400,
+        record_every=50,
+    )
     assert out["diverged"].tolist() == [True, False]
     assert np.isnan(out["sharpness"][-1, 0]) and np.isfinite(out["sharpness"][-1, 1])
 
@@ -155,7 +168,7 @@ def test_relaxation_time_is_the_linear_rate_of_the_balance_path(depth):
         cov = ln.noise_covariance(r)
         tau = ln.chain_relaxation_time(TEACHER, cov, 0.01, depth)
         if depth == 2:
-            assert tau == pytest.approx((2 + r) / (4 * 0.01 ** 2), rel=1e-12)
+            assert tau == pytest.approx((2 + r) / (4 * 0.01**2), rel=1e-12)
         t_star = ln.chain_fixed_point(TEACHER, cov, depth)["hidden_sq"]
         path = ln.chain_balance_path(t_star * (1 + 1e-5), [0.0, tau, 3 * tau], TEACHER, cov, 0.01, depth)
         np.testing.assert_allclose((path - t_star) / (t_star * 1e-5), np.exp([0.0, -1.0, -3.0]), rtol=2e-3)
@@ -165,7 +178,9 @@ def test_relaxation_time_is_the_linear_rate_of_the_balance_path(depth):
 
 
 def _fitted_relaxation_time(delta: np.ndarray, seg: int) -> float:
-    """tau of a sampled exponential relaxation: delta_{k+1} - delta_k = alpha + beta delta_k, exp(-seg/tau) = 1 + beta."""
+    """tau of a sampled exponential relaxation.
+
+    delta_{k+1} - delta_k = alpha + beta delta_k, exp(-seg/tau) = 1 + beta."""
     beta = np.polyfit(delta[:-1], np.diff(delta), 1)[0]
     return float(-seg / np.log1p(beta))
 
@@ -217,7 +232,7 @@ def test_chain_kernel_matches_the_generic_loop():
 
 def test_quadratic_extrapolation_is_exact_on_a_parabola():
     etas = [0.005, 0.01, 0.02]
-    values = [3.0 - 20 * e + 400 * e ** 2 for e in etas]
+    values = [3.0 - 20 * e + 400 * e**2 for e in etas]
     assert ln.extrapolate_to_zero(etas, values, degree=2) == pytest.approx(3.0, rel=1e-10)
     assert ln.extrapolate_to_zero(etas, values) != pytest.approx(3.0, rel=1e-3)  # a line is biased
     with pytest.raises(ConfigError, match="3 distinct"):
@@ -235,7 +250,7 @@ def test_minibatch_sgd_step_is_one_mean_gradient_step():
     cov = ln.noise_covariance(3.0)
     B, eta, seed = 4, 0.05, 11
     out = ln.label_noise_sgd(net, theta, A, Sx, cov, eta, 1, batch_size=B, record_every=1, seed=seed, track=False)
-    rng = np.random.default_rng(seed)                 # the same draws as label_noise_sgd (chunk of one step)
+    rng = np.random.default_rng(seed)  # the same draws as label_noise_sgd (chunk of one step)
     Lx = torch.linalg.cholesky(Sx).numpy()
     ev, U = torch.linalg.eigh(cov)
     Le = (U * ev.clamp_min(0).sqrt()).numpy()
@@ -252,8 +267,19 @@ def test_minibatch_sgd_drift_scales_like_one_over_batch():
     net, theta = ln.chain_point(1.3, TEACHER, 2)
     R, lr = 40000, 0.1
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
-    out = ln.label_noise_sgd(net, theta.expand(R, -1), A, torch.eye(1, dtype=torch.float64), cov, lr, 1,
-                             batch_size=4, record_every=1, seed=5, track=False)
+    out = ln.label_noise_sgd(
+        net,
+        theta.expand(R, -1),
+        A,
+        torch.eye(1, dtype=torch.float64),
+        cov,
+        lr,
+        1,
+        batch_size=4,
+        record_every=1,
+        seed=5,
+        track=False,
+    )
     th = torch.from_numpy(out["theta_final"])
     bal = lambda t: (t[:, 1:] ** 2).sum(1) - t[:, 0] ** 2  # noqa: E731
     change = (bal(th) - bal(theta[None])).numpy()
@@ -268,14 +294,23 @@ def test_sgd_at_depth_three_reaches_the_chain_fixed_point():
     net = ln.DeepLinearNet(1, (1, 1), 2)
     fp = ln.chain_fixed_point(TEACHER, cov, 3)
     w = np.sqrt(fp["hidden_sq"])
-    bal = torch.tensor([w, w, 1.0 / w ** 2, 0.0], dtype=torch.float64)
-    unbal = torch.tensor([1.2 * w, w / 1.2, 1.0 / w ** 2, 0.0], dtype=torch.float64)
+    bal = torch.tensor([w, w, 1.0 / w**2, 0.0], dtype=torch.float64)
+    unbal = torch.tensor([1.2 * w, w / 1.2, 1.0 / w**2, 0.0], dtype=torch.float64)
     A = torch.tensor(TEACHER, dtype=torch.float64).reshape(2, 1)
     etas, vals = (0.04, 0.08), []
     for eta in etas:
         n = int(10 * ln.chain_relaxation_time(TEACHER, cov, eta, 3)) // 100 * 100
-        out = ln.label_noise_sgd(net, torch.stack([bal] * 8 + [unbal] * 8), A, torch.eye(1, dtype=torch.float64),
-                                 cov, eta, n, record_every=n // 20, seed=4)
+        out = ln.label_noise_sgd(
+            net,
+            torch.stack([bal] * 8 + [unbal] * 8),
+            A,
+            torch.eye(1, dtype=torch.float64),
+            cov,
+            eta,
+            n,
+            record_every=n // 20,
+            seed=4,
+        )
         assert not out["diverged"].any()
         vals.append(np.mean(out["flow_sharpness"][10:]))
     assert ln.extrapolate_to_zero(etas, vals) == pytest.approx(fp["sharpness"], rel=0.03)
@@ -283,7 +318,7 @@ def test_sgd_at_depth_three_reaches_the_chain_fixed_point():
 
 def test_online_sgd_threshold_and_ar1():
     assert ln.online_sgd_threshold(1) == pytest.approx(2 / 3)
-    assert ln.online_sgd_threshold(10 ** 6) == pytest.approx(2.0, rel=1e-5)
+    assert ln.online_sgd_threshold(10**6) == pytest.approx(2.0, rel=1e-5)
     for el in (0.3, 0.5):
         v = ln.multiplicative_ar1(el, 1500, chains=2000, seed=0)
         assert v[-500:].mean() == pytest.approx(ln.ar1_stationary_variance(el), rel=0.15)

@@ -1,4 +1,5 @@
 """Batched populations: same trajectories as separate runs, batched sharpness = per-member Lanczos."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +9,9 @@ from instabilities.config import ConfigError
 from instabilities.models import ModelSpec
 from instabilities.train import TrainConfig, build_problem, train
 
-BASE = TrainConfig(dataset="digits", n_train=64, n_test=32, model=ModelSpec(widths=(12, 12)), steps=20,
-                   lr=0.1, dtype="float64")
+BASE = TrainConfig(
+    dataset="digits", n_train=64, n_test=32, model=ModelSpec(widths=(12, 12)), steps=20, lr=0.1, dtype="float64"
+)
 
 
 def _max_rel(a, b):
@@ -17,12 +19,18 @@ def _max_rel(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a), 1e-12)))
 
 
-@pytest.mark.parametrize("changes, lrs", [
-    (dict(), [0.05, 0.3, 0.8]), (dict(optimizer="sgd", batch_size=16), [0.05, 0.3, 0.8]),
-    (dict(optimizer="momentum", momentum=0.5), [0.05, 0.3, 0.8]), (dict(optimizer="adam"), [1e-3, 0.01, 0.05]),
-    (dict(optimizer="adam", batch_size=16, beta1=0.8, beta2=0.99), [1e-3, 0.01, 0.05]),
-    (dict(optimizer="rmsprop", beta2=0.9), [1e-3, 0.01]), (dict(optimizer="clipped_ada", clip=0.01), [1e-3, 0.01, 0.05]),
-])
+@pytest.mark.parametrize(
+    "changes, lrs",
+    [
+        (dict(), [0.05, 0.3, 0.8]),
+        (dict(optimizer="sgd", batch_size=16), [0.05, 0.3, 0.8]),
+        (dict(optimizer="momentum", momentum=0.5), [0.05, 0.3, 0.8]),
+        (dict(optimizer="adam"), [1e-3, 0.01, 0.05]),
+        (dict(optimizer="adam", batch_size=16, beta1=0.8, beta2=0.99), [1e-3, 0.01, 0.05]),
+        (dict(optimizer="rmsprop", beta2=0.9), [1e-3, 0.01]),
+        (dict(optimizer="clipped_ada", clip=0.01), [1e-3, 0.01, 0.05]),
+    ],
+)
 def test_population_matches_separate_runs(changes, lrs):
     base = BASE.replace(**changes)
     cfgs = pop.population_configs(base, etas=lrs, seeds=[0, 3])
@@ -49,19 +57,21 @@ def test_clip_and_betas_vary_across_members():
     for i, c in enumerate(cfgs):
         ref = train(c)
         assert ref.diverged == hist.diverged[i]
-        assert _max_rel(ref.train_loss, hist.train_loss[i, :len(ref.train_loss)]) < 1e-9
+        assert _max_rel(ref.train_loss, hist.train_loss[i, : len(ref.train_loss)]) < 1e-9
     # the clip is active: tighter clips give larger effective steps (here the tightest one diverges)
     assert hist.diverged[0] and not hist.diverged[1:3].any()
     assert _max_rel(hist.train_loss[1], hist.train_loss[2]) > 1e-3
     # a clip above every sqrt(v_hat) is plain Adam
     adam = train(base.replace(optimizer="adam"))
     assert _max_rel(adam.train_loss, hist.train_loss[2]) < 1e-9
-    cfgs = [BASE.replace(optimizer="adam", lr=0.003, beta1=b1, beta2=b2, eps=eps)
-            for b1, b2, eps in ((0.9, 0.999, 1e-8), (0.5, 0.99, 1e-3), (0.0, 0.999, 1e-8))]
+    cfgs = [
+        BASE.replace(optimizer="adam", lr=0.003, beta1=b1, beta2=b2, eps=eps)
+        for b1, b2, eps in ((0.9, 0.999, 1e-8), (0.5, 0.99, 1e-3), (0.0, 0.999, 1e-8))
+    ]
     hist = pop.train_population(cfgs)
     for i, c in enumerate(cfgs):
         ref = train(c).train_loss
-        assert _max_rel(ref, hist.train_loss[i, :len(ref)]) < 1e-9
+        assert _max_rel(ref, hist.train_loss[i, : len(ref)]) < 1e-9
     assert not hist.diverged.any()
     assert min(_max_rel(hist.train_loss[0], hist.train_loss[i]) for i in (1, 2)) > 1e-3
 
@@ -73,15 +83,21 @@ def test_float32_population_matches_to_float_tolerance():
         assert _max_rel(train(c).train_loss, hist.train_loss[i]) < 1e-4
 
 
-@pytest.mark.parametrize("changes, lrs", [(dict(), [0.1, 200.0]), (dict(optimizer="adam"), [0.01, 300.0]),
-                                          (dict(optimizer="clipped_ada", clip=0.01), [0.01, 300.0])])
+@pytest.mark.parametrize(
+    "changes, lrs",
+    [
+        (dict(), [0.1, 200.0]),
+        (dict(optimizer="adam"), [0.01, 300.0]),
+        (dict(optimizer="clipped_ada", clip=0.01), [0.01, 300.0]),
+    ],
+)
 def test_divergent_member_is_masked_and_recorded(changes, lrs):
     cfgs = pop.population_configs(BASE.replace(eig_every=5, eig_max_iter=40, **changes), etas=lrs)
     hist = pop.train_population(cfgs)
     ref = train(cfgs[1])
     assert ref.diverged and hist.diverged[1] and not hist.diverged[0]
     assert hist.diverged_step[1] == ref.diverged_step
-    assert np.isnan(hist.train_loss[1, ref.diverged_step + 1:]).all()
+    assert np.isnan(hist.train_loss[1, ref.diverged_step + 1 :]).all()
     assert np.isfinite(hist.train_loss[0]).all()
     assert np.isfinite(hist.eigs[0]).all() and np.isnan(hist.test_loss[1])
     # the healthy member is unaffected by its diverging neighbour
@@ -109,7 +125,7 @@ def test_bad_populations_raise_config_errors():
     with pytest.raises(ConfigError, match="differ only"):
         pop.train_population([BASE.replace(optimizer="adam"), BASE.replace(optimizer="clipped_ada")])
     with pytest.raises(ConfigError, match="hvp_method"):
-        curvature.batched_lanczos(lambda th: (th ** 2).sum(), torch.zeros(1, 3), hvp_method="dense")
+        curvature.batched_lanczos(lambda th: (th**2).sum(), torch.zeros(1, 3), hvp_method="dense")
     with pytest.raises(ConfigError, match="checkpoint_every"):
         pop.train_population([BASE], checkpoint_every=-1)
     with pytest.raises(ConfigError, match="same steps"):
@@ -161,14 +177,16 @@ def test_interrupted_population_resumes_exactly(tmp_path, changes):
         pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5, progress=interrupt)
     assert ck.exists()
     seen = []
-    resumed = pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5,
-                                   progress=lambda s, n: seen.append(s))
+    resumed = pop.train_population(
+        cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5, progress=lambda s, n: seen.append(s)
+    )
     assert seen[0] == 16  # it continued from the checkpoint of step 15, it did not start again
     _assert_same_history(whole, resumed)
     # a finished checkpoint gives the same result without training again
     seen.clear()
-    again = pop.train_population(cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5,
-                                 progress=lambda s, n: seen.append(s))
+    again = pop.train_population(
+        cfgs, keep_theta=True, checkpoint_path=ck, checkpoint_every=5, progress=lambda s, n: seen.append(s)
+    )
     assert not seen
     _assert_same_history(whole, again)
     with pytest.raises(ConfigError, match="another population"):
@@ -176,8 +194,9 @@ def test_interrupted_population_resumes_exactly(tmp_path, changes):
 
 
 def test_sweep_keeps_theta_and_checkpoints_every_population(tmp_path):
-    cfgs = [BASE.replace(optimizer=o, batch_size=b, lr=lr) for o, b in (("sgd", 16), ("adam", 32))
-            for lr in (0.01, 0.05)]
+    cfgs = [
+        BASE.replace(optimizer=o, batch_size=b, lr=lr) for o, b in (("sgd", 16), ("adam", 32)) for lr in (0.01, 0.05)
+    ]
     cfgs = [cfgs[2], cfgs[0], cfgs[3], cfgs[1]]
     whole = pop.train_sweep(cfgs, keep_theta=True)
     ck = tmp_path / "sweep.pt"

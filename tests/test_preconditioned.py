@@ -4,15 +4,20 @@ import torch
 
 from instabilities import curvature
 from instabilities.config import ConfigError
+from instabilities.curvature.preconditioned import (
+    PreconditionedHessianOperator,
+    PreconditionedSharpnessTracker,
+    adam_threshold,
+    gd_threshold,
+    momentum_threshold,
+    optimizer_preconditioner,
+    preconditioned_sharpness,
+    preconditioned_sharpness_bounds,
+)
 from instabilities.losses import make_objective
-from instabilities.models import FlatModel, mlp
+from instabilities.models import FlatModel, ModelSpec, mlp
 from instabilities.optim import ClippedAda
-from instabilities.curvature.preconditioned import (PreconditionedHessianOperator, PreconditionedSharpnessTracker,
-                                          adam_threshold, gd_threshold, momentum_threshold,
-                                          optimizer_preconditioner, preconditioned_sharpness,
-                                          preconditioned_sharpness_bounds)
 from instabilities.train import TrainConfig, train
-from instabilities.models import ModelSpec
 
 
 def _tiny_problem():
@@ -54,7 +59,8 @@ def test_identity_preconditioner_gives_plain_sharpness():
     obj, theta = _tiny_problem()
     P = torch.ones(theta.numel(), dtype=torch.float64)
     assert float(preconditioned_sharpness(obj, theta, P, tol=1e-8).values[0]) == pytest.approx(
-        curvature.sharpness(obj, theta, tol=1e-8), rel=1e-6)
+        curvature.sharpness(obj, theta, tol=1e-8), rel=1e-6
+    )
 
 
 def test_bad_preconditioner_rejected():
@@ -119,15 +125,18 @@ def test_adam_threshold_separates_stable_from_unstable(beta1):
 def test_preconditioner_read_from_optimizer_state(clip):
     gen = torch.Generator().manual_seed(0)
     w = torch.zeros(8, dtype=torch.float64, requires_grad=True)
-    opt = (torch.optim.Adam([w], lr=0.01, betas=(0.9, 0.99), eps=1e-6) if clip is None
-           else ClippedAda([w], lr=0.01, betas=(0.9, 0.99), eps=1e-6, c=clip))
+    opt = (
+        torch.optim.Adam([w], lr=0.01, betas=(0.9, 0.99), eps=1e-6)
+        if clip is None
+        else ClippedAda([w], lr=0.01, betas=(0.9, 0.99), eps=1e-6, c=clip)
+    )
     assert optimizer_preconditioner(opt) is None
     grads = [torch.randn(8, generator=gen, dtype=torch.float64) for _ in range(3)]
     for g in grads:
         w.grad = g.clone()
         opt.step()
-    v = sum((0.99 ** (2 - i)) * 0.01 * g ** 2 for i, g in enumerate(grads))
-    d = (v / (1 - 0.99 ** 3)).sqrt()
+    v = sum((0.99 ** (2 - i)) * 0.01 * g**2 for i, g in enumerate(grads))
+    d = (v / (1 - 0.99**3)).sqrt()
     if clip is not None:
         d = d.clamp(max=clip)
     torch.testing.assert_close(optimizer_preconditioner(opt), d + 1e-6)
@@ -136,12 +145,22 @@ def test_preconditioner_read_from_optimizer_state(clip):
 
 
 def test_tracker_logs_during_training():
-    cfg = TrainConfig(dataset="digits", n_train=100, n_test=100, model=ModelSpec(widths=(8,)),
-                      optimizer="adam", lr=0.01, steps=6, eig_every=3, dtype="float64")
+    cfg = TrainConfig(
+        dataset="digits",
+        n_train=100,
+        n_test=100,
+        model=ModelSpec(widths=(8,)),
+        optimizer="adam",
+        lr=0.01,
+        steps=6,
+        eig_every=3,
+        dtype="float64",
+    )
     tracker = PreconditionedSharpnessTracker(every=3, tol=1e-6)
     hist = train(cfg, callbacks=[tracker])
     assert hist.extra["precond_step"] == [3, 6]
     S = hist.sharpness[1:]
-    for s, val, pmin, pmax in zip(S, hist.extra["precond_sharpness"], hist.extra["precond_min"],
-                                  hist.extra["precond_max"]):
+    for s, val, pmin, pmax in zip(
+        S, hist.extra["precond_sharpness"], hist.extra["precond_min"], hist.extra["precond_max"]
+    ):
         assert s / pmax <= val * (1 + 1e-4) and val <= s / pmin * (1 + 1e-4)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from instabilities.dynamics import quadratic as q
 from instabilities.config import ConfigError
+from instabilities.dynamics import quadratic as q
 
 
 def random_spd(d: int, seed: int = 0, negative: bool = False) -> np.ndarray:
@@ -56,12 +56,15 @@ def test_neutral_case_is_period_two():
     np.testing.assert_allclose(traj, 0.7 * (-1.0) ** np.arange(11), rtol=1e-12)
 
 
-@pytest.mark.parametrize("method,beta", [("gd", 0.0), ("heavy_ball", 0.0), ("heavy_ball", 0.5),
-                                         ("heavy_ball", 0.9), ("nesterov", 0.3), ("nesterov", 0.9)])
+@pytest.mark.parametrize(
+    "method,beta",
+    [("gd", 0.0), ("heavy_ball", 0.0), ("heavy_ball", 0.5), ("heavy_ball", 0.9), ("nesterov", 0.3), ("nesterov", 0.9)],
+)
 def test_bisection_threshold_equals_closed_form(method, beta):
     for lam in (0.3, 1.0, 7.0):
         assert q.threshold_by_bisection(method, beta, lam=lam) == pytest.approx(
-            q.stability_threshold(method, beta), abs=1e-8)
+            q.stability_threshold(method, beta), abs=1e-8
+        )
 
 
 def test_spectral_radius_matches_numpy_eigvals_and_trajectories():

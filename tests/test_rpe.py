@@ -1,9 +1,10 @@
 """Closed forms of the two-parameter linear network (lib/rpe.py) against numpy and brute force."""
+
 import numpy as np
 import pytest
 
-from instabilities.dynamics import rpe
 from instabilities.config import ConfigError
+from instabilities.dynamics import rpe
 
 LOSSES = [rpe.ScalarLoss("square"), rpe.ScalarLoss("target", 1.3), rpe.ScalarLoss("target", -0.7)]
 
@@ -24,8 +25,8 @@ def test_gamma_beta_identity(loss):
     np.testing.assert_allclose(ratio, rpe.imbalance_factor(x, k), rtol=1e-9)
     # the two underlying identities
     d, d_next = theta[:, 0] ** 2 - theta[:, 1] ** 2, nxt[:, 0] ** 2 - nxt[:, 1] ** 2
-    np.testing.assert_allclose(d_next, d * (1 - x ** 2), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(rpe.output(nxt), rpe.output(theta) * (1 - k * x + x ** 2), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(d_next, d * (1 - x**2), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rpe.output(nxt), rpe.output(theta) * (1 - k * x + x**2), rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -33,7 +34,9 @@ def test_hessian_and_gradient_match_finite_differences(loss):
     theta, _ = random_states(20, 1)
     h = 1e-5
     for t in theta:
-        g_fd = np.array([(rpe.loss_value(t + h * e, loss) - rpe.loss_value(t - h * e, loss)) / (2 * h) for e in np.eye(2)])
+        g_fd = np.array(
+            [(rpe.loss_value(t + h * e, loss) - rpe.loss_value(t - h * e, loss)) / (2 * h) for e in np.eye(2)]
+        )
         np.testing.assert_allclose(rpe.gradient(t, loss), g_fd, rtol=1e-6, atol=1e-6)
         H_fd = np.stack([(rpe.gradient(t + h * e, loss) - rpe.gradient(t - h * e, loss)) / (2 * h) for e in np.eye(2)])
         np.testing.assert_allclose(rpe.hessian(t, loss), H_fd, rtol=1e-6, atol=1e-5)
@@ -63,7 +66,9 @@ def test_minimiser_sharpness_formula():
     rng = np.random.default_rng(4)
     a = rng.uniform(0.1, 5, size=50) * rng.choice([-1, 1], size=50)
     theta = np.stack([a, 1.7 / a], -1)  # on the minimiser set z = 1.7
-    np.testing.assert_allclose(rpe.sharpness(theta, loss), rpe.minimiser_sharpness(rpe.imbalance(theta), loss), rtol=1e-10)
+    np.testing.assert_allclose(
+        rpe.sharpness(theta, loss), rpe.minimiser_sharpness(rpe.imbalance(theta), loss), rtol=1e-10
+    )
     with pytest.raises(ConfigError):
         rpe.minimiser_sharpness(1.0, rpe.SQUARE)
 
@@ -92,7 +97,7 @@ def test_threshold_is_stability_threshold_for_square_loss():
     # for l = z^2, |x||k| = eta (l'' (theta0^2 + theta1^2)) is eta times the Gauss-Newton sharpness
     theta, eta = random_states(100, 5)
     x, k = rpe.step_variables(theta, eta)
-    np.testing.assert_allclose(np.abs(x * k), eta * 2 * (theta ** 2).sum(1), rtol=1e-10)
+    np.testing.assert_allclose(np.abs(x * k), eta * 2 * (theta**2).sum(1), rtol=1e-10)
 
 
 @pytest.mark.parametrize("depth", [2, 3, 5])
@@ -106,7 +111,7 @@ def test_depth_d_identity(depth, loss):
     for i in range(depth):
         for j in range(i + 1, depth):
             lhs = nxt[:, i] ** 2 - nxt[:, j] ** 2
-            factor = 1 - eta ** 2 * loss.d1(z) ** 2 * z ** 2 / (theta[:, i] ** 2 * theta[:, j] ** 2)
+            factor = 1 - eta**2 * loss.d1(z) ** 2 * z**2 / (theta[:, i] ** 2 * theta[:, j] ** 2)
             np.testing.assert_allclose(lhs, (theta[:, i] ** 2 - theta[:, j] ** 2) * factor, rtol=1e-9, atol=1e-12)
             np.testing.assert_allclose(rpe.depth_imbalance_factor(theta, eta, i, j, loss), factor, rtol=1e-10)
     if depth == 2:
@@ -153,16 +158,30 @@ def test_bad_input_raises_config_error():
 
 # -- diagonal linear networks of any depth --------------------------------------------------------------
 
+
 def test_dln_hessian_matches_finite_differences_and_points_at_small_parameters():
     rng = np.random.default_rng(2)
     for n in (2, 3, 5):
         th = rng.uniform(0.4, 1.6, size=n)
         target = 0.8
-        f = lambda t: 0.5 * (np.prod(t) - target) ** 2  # noqa: E731
+        f = lambda t, target=target: 0.5 * (np.prod(t) - target) ** 2  # noqa: E731
         H = rpe.dln_hessian(th, np.prod(th) - target, 1.0)
         h, E = 1e-4, np.eye(n)
-        fd = np.array([[(f(th + h * E[i] + h * E[j]) - f(th + h * E[i] - h * E[j]) - f(th - h * E[i] + h * E[j])
-                         + f(th - h * E[i] - h * E[j])) / (4 * h * h) for j in range(n)] for i in range(n)])
+        fd = np.array(
+            [
+                [
+                    (
+                        f(th + h * E[i] + h * E[j])
+                        - f(th + h * E[i] - h * E[j])
+                        - f(th - h * E[i] + h * E[j])
+                        + f(th - h * E[i] - h * E[j])
+                    )
+                    / (4 * h * h)
+                    for j in range(n)
+                ]
+                for i in range(n)
+            ]
+        )
         np.testing.assert_allclose(H, fd, atol=1e-6)
         at_min = th * np.r_[target / np.prod(th), np.ones(n - 1)]
         u = rpe.dln_top_eigvec(rpe.dln_hessian(at_min, 0.0, 1.0))
@@ -192,7 +211,7 @@ def test_polarity_ratio_closed_form_and_identity():
     np.testing.assert_allclose(np.abs(v[:, 0] / v[:, 1]), R, rtol=1e-8)
     np.testing.assert_allclose(R * rpe.polarity_ratio(-p1, p2), 1.0, rtol=1e-13)
     beta = np.abs(p1 / p2)
-    np.testing.assert_allclose(R, np.sqrt(1 + beta ** 2) - np.sign(p1) * beta, rtol=1e-8)
+    np.testing.assert_allclose(R, np.sqrt(1 + beta**2) - np.sign(p1) * beta, rtol=1e-8)
 
 
 def test_path_sum_equals_relu_forward_pass():

@@ -1,11 +1,12 @@
 """Tests of the MLP / Elman RNN / transformer students and their label-noise SGD loop."""
+
 import numpy as np
 import pytest
 import torch
 
-from instabilities.dynamics import label_noise as ln
 from instabilities import sequence_models as sm
 from instabilities.config import ConfigError
+from instabilities.dynamics import label_noise as ln
 
 
 def test_simple_layer_norm_matches_torch():
@@ -43,8 +44,9 @@ def test_teacher_outputs_are_standardised_and_scaled():
 
 def test_training_reduces_loss_and_reports_sharpness():
     covs = torch.stack([ln.noise_covariance(1.0, 0.5)] * 2)
-    out = sm.train_sequence_label_noise("mlp", covs, [0, 1], 0.1, 200, batch_size=8, width=8,
-                                        snapshot_every=50, final_window=1, n_eval=64)
+    out = sm.train_sequence_label_noise(
+        "mlp", covs, [0, 1], 0.1, 200, batch_size=8, width=8, snapshot_every=50, final_window=1, n_eval=64
+    )
     assert out["clean_loss"].shape == (4, 2)
     assert np.all(out["clean_loss"][-1] < out["clean_loss"][0])
     assert np.all(np.isfinite(out["final_sharpness"])) and np.all(out["final_sharpness"] > 0)
@@ -56,8 +58,9 @@ def test_sharpness_is_the_top_dense_eigenvalue():
     teacher = sm.SequenceTeacher("rnn", 2, 3, (1.0, 0.25), width=3)
     x = torch.randn(32, 3, 2, dtype=torch.float64)
     y = teacher.clean(x)
-    from instabilities.models import FlatModel
     from instabilities import curvature
+    from instabilities.models import FlatModel
+
     fm = FlatModel(model)
     obj = lambda th: 0.5 * (fm(th, x) - y).pow(2).sum(-1).mean()  # noqa: E731
     dense = torch.linalg.eigvalsh(curvature.dense_hessian(obj, fm.theta0))[-1]
@@ -70,6 +73,7 @@ def test_divergence_recorded_and_bad_input():
         sm.train_sequence_label_noise("mlp", covs[:1], [0, 1], 0.1, 100)
     with pytest.raises(ConfigError, match="arch"):
         sm.build_sequence_model("lstm", 3, 6, 2)
-    out = sm.train_sequence_label_noise("mlp", covs, [0, 1], 50.0, 100, width=8, snapshot_every=50,
-                                        final_window=1, n_eval=32)
+    out = sm.train_sequence_label_noise(
+        "mlp", covs, [0, 1], 50.0, 100, width=8, snapshot_every=50, final_window=1, n_eval=32
+    )
     assert out["diverged"].all() and np.isnan(out["final_sharpness"]).all()

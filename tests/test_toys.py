@@ -1,19 +1,20 @@
 """Toy models: self-stabilization map, uv catapult model, two-parameter minimalist losses."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from instabilities.dynamics import toys
 from instabilities.config import ConfigError
+from instabilities.dynamics import toys
 
 
 def test_self_stabilization_map_first_steps_by_hand():
     x, y = toys.self_stabilization_map(0.5, 0.2, eta=0.1, alpha=1.0, beta=2.0, steps=2)
     assert x.shape == y.shape == (3,)
     x1, y1 = -(1 + 0.1 * 0.2) * 0.5, 0.2 + 0.1 * (1.0 - 0.5 * 2.0 * 0.25)
-    x2, y2 = -(1 + 0.1 * y1) * x1, y1 + 0.1 * (1.0 - 0.5 * 2.0 * x1 ** 2)
+    x2, y2 = -(1 + 0.1 * y1) * x1, y1 + 0.1 * (1.0 - 0.5 * 2.0 * x1**2)
     np.testing.assert_allclose(x, [0.5, x1, x2])
     np.testing.assert_allclose(y, [0.2, y1, y2])
 
@@ -29,7 +30,7 @@ def test_self_stabilization_time_average_matches_prediction(alpha, beta):
     assert toys.time_average_x2(x, burn_in=0.0) == pytest.approx(pred, rel=0.05)
     assert toys.cycle_average_x2(x, y) == pytest.approx(pred, rel=0.01)
     # the orbit is not trivially at the equilibrium: it oscillates strongly around it
-    assert np.max(x ** 2) > 5 * pred and np.min(np.abs(x[len(x) // 2:])) < 1e-3 * math.sqrt(pred)
+    assert np.max(x**2) > 5 * pred and np.min(np.abs(x[len(x) // 2 :])) < 1e-3 * math.sqrt(pred)
 
 
 def test_self_stabilization_stages_visit_all_quadrants_in_order():
@@ -70,7 +71,7 @@ def test_uv_phases():
     assert np.all(np.diff(lazy.loss) <= 1e-15)  # monotone in the lazy phase
     cat = toys.uv_gd(u, v, 3.0 / lam0, 1000)
     assert not cat.diverged and cat.loss.max() > 10 * cat.loss[0]  # the loss spikes ...
-    assert cat.eta_lambda[-1] < 2.0 and cat.loss[-1] < 1e-10      # ... and GD lands at a flatter point
+    assert cat.eta_lambda[-1] < 2.0 and cat.loss[-1] < 1e-10  # ... and GD lands at a flatter point
     div = toys.uv_gd(u, v, 4.5 / lam0, 1000)
     assert div.diverged and 0 < div.diverged_step < 1000 and len(div.f) == div.diverged_step + 1
     assert [toys.catapult_phase(r) for r in (1.0, 3.0, 4.5)] == ["lazy", "catapult", "divergent"]
@@ -90,7 +91,7 @@ def test_catapult_sweep_matches_phases():
 def test_two_param_grad_hessian_against_autograd(name):
     def f(p):
         z = p[0] * p[1]
-        return 0.25 * (z ** 2 - 1) ** 2 if name == "zhu" else torch.log(torch.cosh(z))
+        return 0.25 * (z**2 - 1) ** 2 if name == "zhu" else torch.log(torch.cosh(z))
 
     for x, y in [(0.7, -1.3), (2.0, 0.4), (-0.2, 3.0)]:
         p = torch.tensor([x, y], dtype=torch.float64)
@@ -113,6 +114,7 @@ def test_zhu_converges_to_edge_of_stability_minimum():
 
 def test_stage_sequence_and_cycle():
     from instabilities.dynamics.toys import is_stage_cycle, stage_sequence
+
     assert stage_sequence([0, 0, 0, 1, 1, 2, 1, 2, 2, 3, 3, 0, 0]) == [0, 1, 2, 3, 0]
     assert is_stage_cycle([0, 1, 2, 3, 0]) and is_stage_cycle([2, 3, 0, 1])
     assert not is_stage_cycle([0, 2, 3]) and not is_stage_cycle([1])

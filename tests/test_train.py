@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -74,11 +73,20 @@ def test_resume_after_interruption(tmp_path):
         train.train(cfg.replace(lr=0.02), checkpoint_path=ck, checkpoint_every=10)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(lr=0.0), "learning rate"), (dict(lr=-1.0), "learning rate"), (dict(dataset="imagenet"), "dataset"),
-    (dict(loss="hinge"), "loss"), (dict(batch_size=10_000), "batch_size"), (dict(optimizer="lbfgs"), "optimizer"),
-    (dict(batch_size=8), "optimizer='gd' is full batch"), (dict(device="tpu"), "device"), (dict(steps=0), "steps"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(lr=0.0), "learning rate"),
+        (dict(lr=-1.0), "learning rate"),
+        (dict(dataset="imagenet"), "dataset"),
+        (dict(loss="hinge"), "loss"),
+        (dict(batch_size=10_000), "batch_size"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(batch_size=8), "optimizer='gd' is full batch"),
+        (dict(device="tpu"), "device"),
+        (dict(steps=0), "steps"),
+    ],
+)
 def test_bad_configs_name_the_fix(bad, match):
     with pytest.raises(ConfigError, match=match):
         train.TrainConfig(**{**SMALL, **bad})

@@ -17,11 +17,12 @@ the depth-``D`` imbalance identity of :mod:`instabilities.dynamics.rpe`.
 Everything is batched over a leading axis of parameter vectors (one row per seed), written by hand in
 ``torch`` (no ``F.mse_loss``, so that ``torch.func`` transforms apply), and differentiable.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ class DeepLinear:
         """Weight matrices ``[W_1, ..., W_L]`` of ``theta`` (``(..., P)`` -> ``(..., out, in)`` each)."""
         out, i = [], 0
         for a, b in self.shapes:
-            out.append(theta[..., i:i + a * b].reshape(theta.shape[:-1] + (a, b)))
+            out.append(theta[..., i : i + a * b].reshape(theta.shape[:-1] + (a, b)))
             i += a * b
         return out
 
@@ -88,14 +89,17 @@ class DeepLinear:
         rows = []
         for s in seeds:
             g = torch.Generator().manual_seed(int(s))
-            parts = [torch.randn(a * b, generator=g, dtype=torch.float64) * c / math.sqrt(b)
-                     for (a, b), c in zip(self.shapes, scales)]
+            parts = [
+                torch.randn(a * b, generator=g, dtype=torch.float64) * c / math.sqrt(b)
+                for (a, b), c in zip(self.shapes, scales)
+            ]
             rows.append(torch.cat(parts))
         return torch.stack(rows)
 
 
-def teacher_problem(n: int = 64, d: int = 6, widths: tuple[int, ...] = (6, 6), teacher_norm: float = 2.0,
-                    seed: int = 0) -> DeepLinear:
+def teacher_problem(
+    n: int = 64, d: int = 6, widths: tuple[int, ...] = (6, 6), teacher_norm: float = 2.0, seed: int = 0
+) -> DeepLinear:
     """Gaussian inputs ``x ~ N(0, I_d)`` labelled by a linear teacher of norm ``teacher_norm`` (no noise)."""
     require_positive_int("n", n)
     require_positive_int("d", d)
@@ -120,8 +124,9 @@ def balancedness_change(net: DeepLinear, grad: torch.Tensor, eta: float | torch.
     Gs = net.unflatten(grad)
     e2 = torch.as_tensor(eta, dtype=grad.dtype) ** 2
     e2 = e2[..., None, None] if e2.ndim else e2
-    return [e2 * (Gs[l + 1].transpose(-1, -2) @ Gs[l + 1] - Gs[l] @ Gs[l].transpose(-1, -2))
-            for l in range(len(Gs) - 1)]
+    return [
+        e2 * (Gs[l + 1].transpose(-1, -2) @ Gs[l + 1] - Gs[l] @ Gs[l].transpose(-1, -2)) for l in range(len(Gs) - 1)
+    ]
 
 
 def balancedness_norm(mats: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -17,6 +17,7 @@ reconstruction of a "coupled instability dynamics" in the spirit of Wang & Rober
 system was not available to us; :func:`instabilities.toys.self_stabilization_map` is the classical
 counterpart (Damian et al., 2023).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,7 +55,7 @@ def exact_sharpness(r: np.ndarray, d: np.ndarray, y: float) -> np.ndarray:
 def amplitude_factor(r: np.ndarray, d: np.ndarray, eta: float, y: float) -> np.ndarray:
     """Exact ``r_{t+1} / r_t = 1 - eta s + eta^2 r z``."""
     z = np.asarray(r, float) + y
-    return 1.0 - eta * gn_sharpness(z, d) + eta ** 2 * np.asarray(r, float) * z
+    return 1.0 - eta * gn_sharpness(z, d) + eta**2 * np.asarray(r, float) * z
 
 
 def coupled_step(r: np.ndarray, d: np.ndarray, eta: float, y: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +73,7 @@ def stable_imbalance_bound(eta: float, y: float) -> float:
     """Largest ``|d|`` of a minimiser with ``eta S <= 2``: ``sqrt(4/eta^2 - 4 y^2)`` (``nan`` if ``eta |y| > 1``:
     then no minimiser is linearly stable and GD cannot converge)."""
     require_positive("eta", eta)
-    v = 4.0 / eta ** 2 - 4.0 * y ** 2
+    v = 4.0 / eta**2 - 4.0 * y**2
     return math.sqrt(v) if v >= 0 else float("nan")
 
 
@@ -179,6 +180,7 @@ def eta_sweep(theta0: tuple[float, float], etas: np.ndarray, y: float, steps: in
 # evaluate the bounds of our proofs in the chapter ``flatness_bias``: the potential
 # Phi(x) = int_0^x dz / alpha(z) turns the walk into one dominated by the simple random walk S_t.
 
+
 @dataclasses.dataclass(frozen=True)
 class SigmoidDrift:
     """``alpha(x) = scale / (1 + exp(-beta x))`` (the drift of the paper's App. F.11 simulation, ``scale=1``).
@@ -255,8 +257,12 @@ def two_step_outcomes(alpha, x: float) -> dict[str, float]:
     """The four equally likely values of ``X_{t+2}`` from ``X_t = x`` (sign pairs ``++, +-, -+, --``)."""
     a = float(alpha(np.asarray(x)))
     up, down = x + a, x - a
-    return {"++": up + float(alpha(np.asarray(up))), "+-": up - float(alpha(np.asarray(up))),
-            "-+": down + float(alpha(np.asarray(down))), "--": down - float(alpha(np.asarray(down)))}
+    return {
+        "++": up + float(alpha(np.asarray(up))),
+        "+-": up - float(alpha(np.asarray(up))),
+        "-+": down + float(alpha(np.asarray(down))),
+        "--": down - float(alpha(np.asarray(down))),
+    }
 
 
 def random_walk_quantile(t: np.ndarray, q: float) -> np.ndarray:

@@ -8,10 +8,11 @@ integrated with the classical fourth-order Runge-Kutta method (RK4) with the ste
 RK4 steps. RK4 on a quadratic with curvature ``S`` is stable for ``h S`` up to about 2.8, so
 ``alpha = 1`` leaves a safety margin even when the sharpness grows between two estimates.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +21,6 @@ from torch.func import grad
 from .. import curvature
 from ..config import ConfigError, require_positive, require_positive_int
 from ..losses import Objective
-
 
 
 @dataclasses.dataclass
@@ -45,10 +45,18 @@ def rk4_step(gradient: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tens
     return theta + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def gradient_flow(objective: Objective, theta0: torch.Tensor, times: Sequence[float], alpha: float = 1.0,
-                  max_step: float = 1.0, sharpness_every: int = 5, eig_tol: float = 1e-3,
-                  eig_max_iter: int = 100, sharpness_objective: Objective | None = None,
-                  max_rk4_steps: int = 1_000_000) -> FlowTrajectory:
+def gradient_flow(
+    objective: Objective,
+    theta0: torch.Tensor,
+    times: Sequence[float],
+    alpha: float = 1.0,
+    max_step: float = 1.0,
+    sharpness_every: int = 5,
+    eig_tol: float = 1e-3,
+    eig_max_iter: int = 100,
+    sharpness_objective: Objective | None = None,
+    max_rk4_steps: int = 1_000_000,
+) -> FlowTrajectory:
     """Integrate the gradient flow of ``objective`` from ``theta0`` and return it at ``times``.
 
     ``times`` must be non-decreasing and >= 0 (compare with GD at ``t = eta * step``).
@@ -96,8 +104,10 @@ def gradient_flow(objective: Objective, theta0: torch.Tensor, times: Sequence[fl
             n_steps += 1
             since_estimate += 1
             if n_steps >= max_rk4_steps:
-                raise ConfigError(f"gradient flow needed more than max_rk4_steps={max_rk4_steps} RK4 steps; "
-                                  "raise max_rk4_steps or shorten the time span.")
+                raise ConfigError(
+                    f"gradient flow needed more than max_rk4_steps={max_rk4_steps} RK4 steps; "
+                    "raise max_rk4_steps or shorten the time span."
+                )
             if not bool(torch.isfinite(theta).all()):
                 diverged = True
                 break

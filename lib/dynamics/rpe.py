@@ -17,11 +17,12 @@ step size), in float64 numpy:
 These identities are our derivation; the interpretation of "polarity" as the sign of
 ``log gamma_beta`` is our reconstruction of Wang & Roberts' notion (their full text was not available).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class ScalarLoss:
 
     def value(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, dtype=float)
-        return z ** 2 if self.kind == "square" else 0.5 * (z - self.target) ** 2
+        return z**2 if self.kind == "square" else 0.5 * (z - self.target) ** 2
 
     def d1(self, z: np.ndarray) -> np.ndarray:
         """First derivative ``l'(z)``."""
@@ -76,6 +77,7 @@ def _theta(theta: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 # -- closed forms --------------------------------------------------------------------------------
+
 
 def output(theta: np.ndarray) -> np.ndarray:
     """The network output ``z = theta0 * theta1``."""
@@ -111,7 +113,7 @@ def sharpness(theta: np.ndarray, loss: ScalarLoss = SQUARE) -> np.ndarray:
     """Largest Hessian eigenvalue ``S(theta)`` in closed form."""
     H = hessian(theta, loss)
     a, b, c = H[..., 0, 0], H[..., 0, 1], H[..., 1, 1]
-    return 0.5 * (a + c) + np.sqrt(0.25 * (a - c) ** 2 + b ** 2)
+    return 0.5 * (a + c) + np.sqrt(0.25 * (a - c) ** 2 + b**2)
 
 
 def leading_eigvec_angle(theta: np.ndarray, loss: ScalarLoss = SQUARE) -> np.ndarray:
@@ -138,7 +140,9 @@ def imbalance(theta: np.ndarray) -> np.ndarray:
         return np.abs(t[..., 0] ** 2 - t[..., 1] ** 2) / (4.0 * np.abs(t[..., 0] * t[..., 1]))
 
 
-def step_variables(theta: np.ndarray, eta: float | np.ndarray, loss: ScalarLoss = SQUARE) -> tuple[np.ndarray, np.ndarray]:
+def step_variables(
+    theta: np.ndarray, eta: float | np.ndarray, loss: ScalarLoss = SQUARE
+) -> tuple[np.ndarray, np.ndarray]:
     """``x = eta l'(z)`` and ``k = theta0/theta1 + theta1/theta0 = (theta0^2 + theta1^2) / z``."""
     t = _theta(theta)
     z = output(t)
@@ -151,7 +155,7 @@ def imbalance_factor(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """``gamma_beta(x, k) = |(1 - x^2) / (1 - k x + x^2)|``: the exact ratio ``beta_{t+1} / beta_t`` of one GD step."""
     x, k = np.asarray(x, float), np.asarray(k, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.abs((1.0 - x ** 2) / (1.0 - k * x + x ** 2))
+        return np.abs((1.0 - x**2) / (1.0 - k * x + x**2))
 
 
 def polarity(x: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -187,6 +191,7 @@ def gd_step(theta: np.ndarray, eta: float | np.ndarray, loss: ScalarLoss = SQUAR
 
 # -- depth D ---------------------------------------------------------------------------------------
 
+
 def _others_product(theta: np.ndarray, skip: Sequence[int]) -> np.ndarray:
     mask = np.ones(theta.shape[-1], bool)
     mask[list(skip)] = False
@@ -212,10 +217,11 @@ def depth_imbalance_factor(theta: np.ndarray, eta: float, i: int, j: int, loss: 
     if i == j:
         raise ConfigError("depth_imbalance_factor compares two different layers; pass i != j.")
     z = np.prod(t, axis=-1)
-    return 1.0 - eta ** 2 * loss.d1(z) ** 2 * _others_product(t, [i, j]) ** 2
+    return 1.0 - eta**2 * loss.d1(z) ** 2 * _others_product(t, [i, j]) ** 2
 
 
 # -- trajectories ----------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class RPETrajectory:
@@ -265,8 +271,9 @@ class RPETrajectory:
         return imbalance_factor(*self.step_variables())
 
 
-def simulate(theta0: Sequence[float], etas: Sequence[float] | float, steps: int, loss: ScalarLoss = SQUARE,
-             blowup: float = 1e8) -> RPETrajectory:
+def simulate(
+    theta0: Sequence[float], etas: Sequence[float] | float, steps: int, loss: ScalarLoss = SQUARE, blowup: float = 1e8
+) -> RPETrajectory:
     """Run GD from ``theta0`` for every step size in ``etas`` (vectorised); record divergence."""
     t0 = _theta(theta0)
     if t0.shape != (2,):
@@ -295,7 +302,9 @@ def simulate(theta0: Sequence[float], etas: Sequence[float] | float, steps: int,
     return RPETrajectory(etas, theta, loss, diverged, dstep)
 
 
-def eta_sweep(theta0: Sequence[float], etas: Sequence[float], steps: int, loss: ScalarLoss = SQUARE) -> dict[str, np.ndarray]:
+def eta_sweep(
+    theta0: Sequence[float], etas: Sequence[float], steps: int, loss: ScalarLoss = SQUARE
+) -> dict[str, np.ndarray]:
     """Summaries of :func:`simulate` per step size: initial ``eta S``, maximal rotation of the leading
     eigenvector (degrees), final sharpness, smallest and final imbalance, final loss and divergence."""
     tr = simulate(theta0, etas, steps, loss)
@@ -313,15 +322,24 @@ def eta_sweep(theta0: Sequence[float], etas: Sequence[float], steps: int, loss: 
         }
 
 
-def loss_grid(loss: ScalarLoss, lim0: tuple[float, float], lim1: tuple[float, float], n: int = 200) -> tuple[np.ndarray, ...]:
+def loss_grid(
+    loss: ScalarLoss, lim0: tuple[float, float], lim1: tuple[float, float], n: int = 200
+) -> tuple[np.ndarray, ...]:
     """``(T0, T1, L)`` on an ``n x n`` grid of ``theta0 in lim0`` and ``theta1 in lim1`` (for contour plots)."""
     require_positive_int("n", n)
     T0, T1 = np.meshgrid(np.linspace(*lim0, n), np.linspace(*lim1, n))
     return T0, T1, loss.value(T0 * T1)
 
 
-def explorer_figure(theta0: Sequence[float], eta: float, steps: int, loss: ScalarLoss,
-                    lim0: tuple[float, float], lim1: tuple[float, float], arrow: float = 0.25):
+def explorer_figure(
+    theta0: Sequence[float],
+    eta: float,
+    steps: int,
+    loss: ScalarLoss,
+    lim0: tuple[float, float],
+    lim1: tuple[float, float],
+    arrow: float = 0.25,
+):
     """Loss contours, the GD path and the leading Hessian eigenvector at every iterate (one figure).
 
     Left: the parameter plane; right: the eigenvector angle from the ``theta0`` axis and ``eta S`` per step.
@@ -346,17 +364,34 @@ def explorer_figure(theta0: Sequence[float], eta: float, steps: int, loss: Scala
     phi = np.radians(tr.angle[0][ok])
     scale = arrow * max(lim0[1] - lim0[0], lim1[1] - lim1[0]) / 4
     u, v = np.cos(phi) * scale, np.sin(phi) * scale
-    ax.quiver(th[:, 0], th[:, 1], u, v, angles="xy", scale_units="xy", scale=1, color="tab:blue",
-              width=0.004, headwidth=0, headlength=0, pivot="middle", label="leading eigenvector $u_1$")
+    ax.quiver(
+        th[:, 0],
+        th[:, 1],
+        u,
+        v,
+        angles="xy",
+        scale_units="xy",
+        scale=1,
+        color="tab:blue",
+        width=0.004,
+        headwidth=0,
+        headlength=0,
+        pivot="middle",
+        label="leading eigenvector $u_1$",
+    )
     ax.set_xlim(*lim0)
     ax.set_ylim(*lim1)
     ax.set_xlabel(r"$\theta_0$ (first layer)")
     ax.set_ylabel(r"$\theta_1$ (second layer)")
-    ax.set_title(fr"$\eta={eta:.3g}$, $\eta S(\theta_0)={eta * float(sharpness(np.asarray(theta0), loss)):.2f}$"
-                 + (" (diverged)" if tr.diverged[0] else ""))
+    ax.set_title(
+        rf"$\eta={eta:.3g}$, $\eta S(\theta_0)={eta * float(sharpness(np.asarray(theta0), loss)):.2f}$"
+        + (" (diverged)" if tr.diverged[0] else "")
+    )
     ax.legend(loc="upper right", fontsize=7)
     steps_idx = np.flatnonzero(ok)
-    ax2.plot(steps_idx, np.abs(tr.angle[0][ok]), "-o", ms=2.5, color="tab:blue", label=r"angle of $u_1$ from $\theta_0$ axis")
+    ax2.plot(
+        steps_idx, np.abs(tr.angle[0][ok]), "-o", ms=2.5, color="tab:blue", label=r"angle of $u_1$ from $\theta_0$ axis"
+    )
     ax2.set_xlabel("step $t$")
     ax2.set_ylabel("angle of $u_1$ (degrees)")
     ax3 = ax2.twinx()
@@ -376,6 +411,7 @@ def explorer_figure(theta0: Sequence[float], eta: float, steps: int, loss: Scala
 # dTheta/dtheta_i = Theta w_i and d^2 Theta / dtheta_i dtheta_j = Theta w_i w_j (i != j), 0 (i = j), so
 #     H = (z'' Theta^2 + z' Theta) w w^T - z' Theta diag(w^2).
 
+
 def dln_output(theta: np.ndarray) -> np.ndarray:
     """``Theta = prod_i theta_i`` over the last axis."""
     return np.prod(np.asarray(theta, float), axis=-1)
@@ -389,10 +425,10 @@ def dln_hessian(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> np.ndarray
         raise ConfigError("a diagonal linear network needs n >= 2 parameters (last axis).")
     Th = dln_output(t)
     w = 1.0 / t
-    a = (np.asarray(d2, float) * Th ** 2 + np.asarray(d1, float) * Th)[..., None, None]
+    a = (np.asarray(d2, float) * Th**2 + np.asarray(d1, float) * Th)[..., None, None]
     H = a * w[..., :, None] * w[..., None, :]
     idx = np.arange(t.shape[-1])
-    H[..., idx, idx] -= (np.asarray(d1, float) * Th)[..., None] * w ** 2
+    H[..., idx, idx] -= (np.asarray(d1, float) * Th)[..., None] * w**2
     return H
 
 
@@ -413,10 +449,10 @@ def dln_first_order_tilt(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> n
     t = np.asarray(theta, float)
     Th = dln_output(t)
     w = 1.0 / t
-    wn2 = (w ** 2).sum(-1)
-    A = (np.asarray(d2, float) * Th ** 2 + np.asarray(d1, float) * Th) * wn2
-    mean_w2 = (w ** 4).sum(-1) / wn2
-    return -(np.asarray(d1, float) * Th / A)[..., None] * (w ** 2 - mean_w2[..., None])
+    wn2 = (w**2).sum(-1)
+    A = (np.asarray(d2, float) * Th**2 + np.asarray(d1, float) * Th) * wn2
+    mean_w2 = (w**4).sum(-1) / wn2
+    return -(np.asarray(d1, float) * Th / A)[..., None] * (w**2 - mean_w2[..., None])
 
 
 def polarity_ratio(phi1: np.ndarray, phi2: np.ndarray) -> np.ndarray:
@@ -432,11 +468,14 @@ def polarity_ratio(phi1: np.ndarray, phi2: np.ndarray) -> np.ndarray:
 def polarity_variables(theta: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(phi1, phi2) = (theta_1^2 - theta_2^2, 2 (z' + z'' Theta) / z'')`` of a two-parameter DLN."""
     t = _theta(theta)
-    return t[..., 0] ** 2 - t[..., 1] ** 2, 2.0 * (np.asarray(d1, float) + np.asarray(d2, float) * output(t)) / np.asarray(d2, float)
+    return t[..., 0] ** 2 - t[..., 1] ** 2, 2.0 * (
+        np.asarray(d1, float) + np.asarray(d2, float) * output(t)
+    ) / np.asarray(d2, float)
 
 
 def balanced_dln_map(Theta: np.ndarray, eta: float, target: float, n: int) -> np.ndarray:
-    """One GD step of the balanced depth-``n`` DLN (all ``theta_i = Theta^{1/n} > 0``) on ``z = (Theta - target)^2 / 2``,
+    """One GD step of the balanced depth-``n`` DLN (all ``theta_i = Theta^{1/n} > 0``)
+    on ``z = (Theta - target)^2 / 2``,
     written for ``Theta``: ``Theta^+ = Theta (1 - eta (Theta - target) Theta^{1 - 2/n})^n``."""
     Th = np.asarray(Theta, float)
     return Th * (1.0 - eta * (Th - target) * Th ** (1.0 - 2.0 / n)) ** n
@@ -446,7 +485,7 @@ def orbit_period(xs: np.ndarray, tol: float = 1e-9, max_period: int = 8) -> int:
     """Smallest ``T <= max_period`` with ``|x_{t+T} - x_t| <= tol (1 + |x_t|)`` over the last ``2 max_period``
     entries of a converged sequence; ``0`` when none (chaotic or not converged)."""
     xs = np.asarray(xs, float)
-    tail = xs[-2 * max_period - 1:]
+    tail = xs[-2 * max_period - 1 :]
     for T in range(1, max_period + 1):
         if np.all(np.abs(tail[T:] - tail[:-T]) <= tol * (1.0 + np.abs(tail[:-T]))):
             return T
@@ -454,6 +493,7 @@ def orbit_period(xs: np.ndarray, tol: float = 1e-9, max_period: int = 8) -> int:
 
 
 # -- a multilayer perceptron as a sum of products (§4.1.1 / App. E.1) -------------------------------------
+
 
 def path_sum(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
     """Output of the bias-free ReLU MLP ``W_D relu(... relu(W_1 x))`` written as a sum over input-to-output

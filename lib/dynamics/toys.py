@@ -11,6 +11,7 @@
 
 Diverging runs are recorded (``diverged=True`` and the step), never raised.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,9 @@ def _check_finite(**values: float) -> None:
             raise ConfigError(f"{name}={v!r} must be a finite number.")
 
 
-def self_stabilization_map(x0: float, y0: float, eta: float, alpha: float, beta: float,
-                           steps: int) -> tuple[np.ndarray, np.ndarray]:
+def self_stabilization_map(
+    x0: float, y0: float, eta: float, alpha: float, beta: float, steps: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Iterate ``x_{t+1} = -(1 + eta y_t) x_t``, ``y_{t+1} = y_t + eta (alpha - beta x_t^2 / 2)``.
 
     Returns the arrays ``x`` and ``y`` of length ``steps + 1`` (the initial point included).
@@ -76,7 +78,7 @@ def time_average_x2(x: np.ndarray, burn_in: float = 0.25) -> float:
     if not 0.0 <= burn_in < 1.0:
         raise ConfigError(f"burn_in={burn_in!r} must lie in [0, 1).")
     x = np.asarray(x, dtype=float)
-    return float(np.mean(x[int(burn_in * len(x)):] ** 2))
+    return float(np.mean(x[int(burn_in * len(x)) :] ** 2))
 
 
 def self_stabilization_stages(x: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -121,8 +123,8 @@ def cycle_average_x2(x: np.ndarray, y: np.ndarray, skip_cycles: int = 1) -> floa
     s = np.sign(y)
     ups = np.flatnonzero((s[:-1] < 0) & (s[1:] >= 0)) + 1
     if len(ups) < skip_cycles + 2:
-        return float(np.mean(x ** 2))
-    return float(np.mean(x[ups[skip_cycles]:ups[-1]] ** 2))
+        return float(np.mean(x**2))
+    return float(np.mean(x[ups[skip_cycles] : ups[-1]] ** 2))
 
 
 def count_cycles(y: np.ndarray) -> int:
@@ -134,6 +136,7 @@ def count_cycles(y: np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 # Catapult: the uv model
 # --------------------------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class UVRun:
@@ -148,7 +151,7 @@ class UVRun:
 
     @property
     def loss(self) -> np.ndarray:
-        return 0.5 * self.f ** 2
+        return 0.5 * self.f**2
 
     @property
     def eta_lambda(self) -> np.ndarray:
@@ -237,8 +240,9 @@ def catapult_phase(eta_lambda0: float) -> str:
     return "divergent"
 
 
-def catapult_sweep(eta_lambda0: np.ndarray, m: int = 1000, steps: int = 1000, seed: int = 0,
-                   tol: float = 1e-6) -> dict[str, np.ndarray]:
+def catapult_sweep(
+    eta_lambda0: np.ndarray, m: int = 1000, steps: int = 1000, seed: int = 0, tol: float = 1e-6
+) -> dict[str, np.ndarray]:
     """Phase diagram of the uv model over the normalised step size ``eta * lambda_0``.
 
     For each value, runs :func:`uv_gd` from one initialisation and returns ``max_loss_ratio``
@@ -262,8 +266,14 @@ def catapult_sweep(eta_lambda0: np.ndarray, m: int = 1000, steps: int = 1000, se
         out["final_loss"][i] = loss[-1] if not run.diverged else np.inf
         div[i], div_step[i] = run.diverged, run.diverged_step
         conv[i] = (not run.diverged) and loss[-1] < tol
-    return {"eta_lambda0": ratios, "lambda0": np.asarray(lam0), "converged": conv, "diverged": div,
-            "diverged_step": div_step, **out}
+    return {
+        "eta_lambda0": ratios,
+        "lambda0": np.asarray(lam0),
+        "converged": conv,
+        "diverged": div,
+        "diverged_step": div_step,
+        **out,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,8 +311,7 @@ def two_param_grad_hessian(name: str, x: float, y: float) -> tuple[np.ndarray, n
     return g, h
 
 
-def two_param_gd(name: str, x0: float, y0: float, eta: float, steps: int,
-                 blowup: float = 1e6) -> dict[str, np.ndarray]:
+def two_param_gd(name: str, x0: float, y0: float, eta: float, steps: int, blowup: float = 1e6) -> dict[str, np.ndarray]:
     """GD on a two-parameter loss; returns ``x``, ``y``, ``loss``, ``sharpness`` per step and ``diverged``."""
     require_positive("eta", eta)
     require_positive_int("steps", steps)
@@ -322,13 +331,19 @@ def two_param_gd(name: str, x0: float, y0: float, eta: float, steps: int,
                 break
             xs.append(xn)
             ys.append(yn)
-    return {"x": np.asarray(xs), "y": np.asarray(ys), "loss": np.asarray(losses),
-            "sharpness": np.asarray(sharp), "diverged": np.asarray(diverged)}
+    return {
+        "x": np.asarray(xs),
+        "y": np.asarray(ys),
+        "loss": np.asarray(losses),
+        "sharpness": np.asarray(sharp),
+        "diverged": np.asarray(diverged),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # A 1-D loss whose curvature falls away from the minimum: log cosh
 # --------------------------------------------------------------------------------------------
+
 
 def logcosh_gd(x0: float, eta: float, steps: int) -> np.ndarray:
     """GD iterates ``x_0..x_T`` on ``L(x) = log cosh x`` (curvature ``1/cosh^2 x``, equal to 1 at the minimum):

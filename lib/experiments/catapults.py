@@ -10,6 +10,7 @@ Registered experiments (each with a ``ci`` and a ``full`` config):
 * ``central_flow``  - GD at the edge of stability and its central flow
   (:func:`instabilities.dynamics.central_flow.central_flow`) from the same initialisation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,12 +19,12 @@ import functools
 import numpy as np
 import torch
 
-from . import registry as experiments
 from .. import curvature
 from ..config import ConfigError, require_choice, require_positive, require_positive_int
 from ..dynamics.central_flow import central_flow
 from ..dynamics.gradient_flow import distances
 from ..train import StepContext, build_problem, train
+from . import registry as experiments
 from .common import NetConfig, run_population
 
 
@@ -47,8 +48,10 @@ class CatapultNetConfig(NetConfig):
     def validate(self) -> None:
         super().validate()
         if not isinstance(self.eta_lambda0, tuple) or not self.eta_lambda0:
-            raise ConfigError(f"eta_lambda0={self.eta_lambda0!r} must be a non-empty tuple of multiples of "
-                              "1/lambda_0, e.g. (1.0, 3.0, 6.0).")
+            raise ConfigError(
+                f"eta_lambda0={self.eta_lambda0!r} must be a non-empty tuple of multiples of "
+                "1/lambda_0, e.g. (1.0, 3.0, 6.0)."
+            )
         for c in self.eta_lambda0:
             require_positive("eta_lambda0 (each entry)", c)
         require_positive_int("steps", self.steps)
@@ -58,24 +61,44 @@ class CatapultNetConfig(NetConfig):
         require_choice("dtype", self.dtype, ("float32", "float64"))
 
 
-def run_catapult_net(cfg: CatapultNetConfig, device: str = "cpu", progress=None,
-                     name: str | None = None) -> dict[str, np.ndarray]:
+def run_catapult_net(
+    cfg: CatapultNetConfig, device: str = "cpu", progress=None, name: str | None = None
+) -> dict[str, np.ndarray]:
     """Measure ``lambda_0`` (converged Lanczos at the initialisation), then train every
     ``eta = eta_lambda0 / lambda_0`` as one population with the sharpness every ``eig_every`` steps."""
-    base = cfg.train_config(optimizer="gd", lr=1.0, steps=cfg.steps, seed=cfg.seed, eig_every=cfg.eig_every,
-                            n_eigs=1, eig_tol=cfg.eig_tol, divergence_loss=cfg.divergence_loss, device=device,
-                            dtype=cfg.dtype)
+    base = cfg.train_config(
+        optimizer="gd",
+        lr=1.0,
+        steps=cfg.steps,
+        seed=cfg.seed,
+        eig_every=cfg.eig_every,
+        n_eigs=1,
+        eig_tol=cfg.eig_tol,
+        divergence_loss=cfg.divergence_loss,
+        device=device,
+        dtype=cfg.dtype,
+    )
     problem = build_problem(base)
     op = curvature.HessianOperator(problem.hessian_objective, problem.flat.theta0, "reverse")
     lam0 = float(curvature.lanczos(op, 1, max_iter=300, tol=1e-6).values[0])
     etas = [c / lam0 for c in cfg.eta_lambda0]
-    pop = run_population([base.replace(lr=float(eta)) for eta in etas], progress=progress, name=name, cfg=cfg,
-                         problem=problem)
-    return {"eta_lambda0": np.asarray(cfg.eta_lambda0, float), "lambda0": np.asarray(lam0),
-            "etas": np.asarray(etas), "step": np.arange(cfg.steps + 1), "train_loss": pop.train_loss,
-            "train_acc": pop.train_acc, "test_acc": pop.test_acc, "eig_step": pop.eig_step,
-            "sharpness": pop.eigs[:, :, 0], "eig_residuals": pop.eig_residuals[:, :, 0], "diverged": pop.diverged,
-            "diverged_step": pop.diverged_step}
+    pop = run_population(
+        [base.replace(lr=float(eta)) for eta in etas], progress=progress, name=name, cfg=cfg, problem=problem
+    )
+    return {
+        "eta_lambda0": np.asarray(cfg.eta_lambda0, float),
+        "lambda0": np.asarray(lam0),
+        "etas": np.asarray(etas),
+        "step": np.arange(cfg.steps + 1),
+        "train_loss": pop.train_loss,
+        "train_acc": pop.train_acc,
+        "test_acc": pop.test_acc,
+        "eig_step": pop.eig_step,
+        "sharpness": pop.eigs[:, :, 0],
+        "eig_residuals": pop.eig_residuals[:, :, 0],
+        "diverged": pop.diverged,
+        "diverged_step": pop.diverged_step,
+    }
 
 
 def summarize_catapult(res: dict[str, np.ndarray], spike: float = 2.0) -> dict[str, np.ndarray | float]:
@@ -89,11 +112,16 @@ def summarize_catapult(res: dict[str, np.ndarray], spike: float = 2.0) -> dict[s
     eta_s_final = res["etas"] * final
     div = res["diverged"].astype(bool)
     spiked = (~div) & (ratio > spike)
-    return {"eta_lambda0": c, "loss_ratio": ratio, "eta_S_final": eta_s_final, "diverged": div,
-            "catapult": spiked & (eta_s_final < c),
-            "lower_boundary": float(c[spiked].min()) if spiked.any() else np.nan,
-            "upper_boundary": float(c[div].min()) if div.any() else np.nan,
-            "largest_converged": float(c[~div].max()) if (~div).any() else np.nan}
+    return {
+        "eta_lambda0": c,
+        "loss_ratio": ratio,
+        "eta_S_final": eta_s_final,
+        "diverged": div,
+        "catapult": spiked & (eta_s_final < c),
+        "lower_boundary": float(c[spiked].min()) if spiked.any() else np.nan,
+        "upper_boundary": float(c[div].min()) if div.any() else np.nan,
+        "largest_converged": float(c[~div].max()) if (~div).any() else np.nan,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +168,17 @@ def run_central_flow(cfg: CentralFlowConfig, device: str = "cpu", progress=None)
     """GD (sharpness and iterate every ``record_every`` steps) and the central flow at the same times; the
     time-averaged GD loss (centred moving average over ``avg_window`` steps) against the flow's prediction
     ``L(w) + tr(Sigma)/eta``, and the distance between GD and the flow."""
-    tc = cfg.train_config(optimizer="gd", lr=float(cfg.eta), steps=cfg.steps, seed=cfg.seed,
-                          eig_every=cfg.record_every, n_eigs=cfg.n_eigs, eig_tol=cfg.eig_tol, device=device,
-                          dtype=cfg.dtype)
+    tc = cfg.train_config(
+        optimizer="gd",
+        lr=float(cfg.eta),
+        steps=cfg.steps,
+        seed=cfg.seed,
+        eig_every=cfg.record_every,
+        n_eigs=cfg.n_eigs,
+        eig_tol=cfg.eig_tol,
+        device=device,
+        dtype=cfg.dtype,
+    )
     problem = build_problem(tc)
     snaps: list[torch.Tensor] = []
 
@@ -153,19 +189,38 @@ def run_central_flow(cfg: CentralFlowConfig, device: str = "cpu", progress=None)
     half = None if progress is None else (lambda d, n: progress(d, 2 * n))
     hist = train(tc, callbacks=[keep], problem=problem, progress=half)
     rest = None if progress is None else (lambda d, n: progress(n + d, 2 * n))
-    cf = central_flow(problem.objective, problem.flat.theta0, cfg.eta, cfg.steps, substeps=cfg.substeps,
-                      n_eigs=cfg.n_eigs, record_every=cfg.record_every, eig_tol=cfg.eig_tol,
-                      hessian_objective=problem.hessian_objective, stable_eig_every=cfg.stable_eig_every,
-                      progress=rest)
+    cf = central_flow(
+        problem.objective,
+        problem.flat.theta0,
+        cfg.eta,
+        cfg.steps,
+        substeps=cfg.substeps,
+        n_eigs=cfg.n_eigs,
+        record_every=cfg.record_every,
+        eig_tol=cfg.eig_tol,
+        hessian_objective=problem.hessian_objective,
+        stable_eig_every=cfg.stable_eig_every,
+        progress=rest,
+    )
     gd_loss = np.asarray(hist.train_loss)
     n = min(len(snaps), len(cf.time))
-    return {"eta": np.asarray(cfg.eta), "step": np.arange(len(gd_loss)), "gd_loss": gd_loss,
-            "gd_loss_avg": moving_average(gd_loss, cfg.avg_window), "time": cf.time[:n],
-            "gd_eigs": np.asarray(hist.eigs)[:n], "cf_loss": cf.loss[:n], "cf_predicted_loss": cf.predicted_loss[:n],
-            "cf_eigs": cf.eigs[:n], "cf_sigma2": cf.sigma2[:n], "cf_n_critical": cf.n_critical[:n],
-            "distance": distances(torch.stack(snaps[:n]), cf.thetas[:n]),
-            "gd_norm": torch.stack(snaps[:n]).double().norm(dim=1).numpy(),
-            "diverged": np.asarray(hist.diverged), "cf_diverged": np.asarray(cf.diverged)}
+    return {
+        "eta": np.asarray(cfg.eta),
+        "step": np.arange(len(gd_loss)),
+        "gd_loss": gd_loss,
+        "gd_loss_avg": moving_average(gd_loss, cfg.avg_window),
+        "time": cf.time[:n],
+        "gd_eigs": np.asarray(hist.eigs)[:n],
+        "cf_loss": cf.loss[:n],
+        "cf_predicted_loss": cf.predicted_loss[:n],
+        "cf_eigs": cf.eigs[:n],
+        "cf_sigma2": cf.sigma2[:n],
+        "cf_n_critical": cf.n_critical[:n],
+        "distance": distances(torch.stack(snaps[:n]), cf.thetas[:n]),
+        "gd_norm": torch.stack(snaps[:n]).double().norm(dim=1).numpy(),
+        "diverged": np.asarray(hist.diverged),
+        "cf_diverged": np.asarray(cf.diverged),
+    }
 
 
 def summarize_central_flow(res: dict[str, np.ndarray], late: int = 80) -> dict[str, float]:
@@ -184,38 +239,67 @@ def summarize_central_flow(res: dict[str, np.ndarray], late: int = 80) -> dict[s
     rel_plain = np.abs(res["cf_loss"] - avg) / avg
     rel_s = np.abs(res["cf_eigs"][:, 0] - res["gd_eigs"][:, 0]) / res["gd_eigs"][:, 0]
     gd_s = res["gd_eigs"][:, 0]
-    return {"enter_eos": enter, "n_critical_max": int(res["cf_n_critical"].max()),
-            "rel_loss_err_before": float(np.mean(np.abs(res["cf_loss"] - avg)[before] / avg[before]))
-            if before.any() else np.nan,
-            "gd_sharpness_ratio_after": float(np.mean(res["eta"] * gd_s[after] / 2)) if after.any() else np.nan,
-            "gd_sharpness_peak_ratio": float(np.nanmax(res["eta"] * gd_s / 2)),
-            "gd_peak_time": int(t[np.nanargmax(gd_s)]),
-            "rel_loss_err_mean": float(np.mean(rel_loss[after])) if after.any() else np.nan,
-            "rel_loss_err_plain_mean": float(np.mean(rel_plain[after])) if after.any() else np.nan,
-            "rel_sharpness_err_mean": float(np.mean(rel_s[after])) if after.any() else np.nan,
-            "rel_sharpness_err_before": float(np.mean(rel_s[before])) if before.any() else np.nan,
-            "cf_sharpness_ratio_after": float(np.mean(res["eta"] * res["cf_eigs"][after, 0] / 2)) if after.any() else np.nan,
-            "distance_end": float(res["distance"][-1]), "distance_at_enter": float(res["distance"][after][0])
-            if after.any() else np.nan, "norm_end": float(res["gd_norm"][-1])}
+    return {
+        "enter_eos": enter,
+        "n_critical_max": int(res["cf_n_critical"].max()),
+        "rel_loss_err_before": float(np.mean(np.abs(res["cf_loss"] - avg)[before] / avg[before]))
+        if before.any()
+        else np.nan,
+        "gd_sharpness_ratio_after": float(np.mean(res["eta"] * gd_s[after] / 2)) if after.any() else np.nan,
+        "gd_sharpness_peak_ratio": float(np.nanmax(res["eta"] * gd_s / 2)),
+        "gd_peak_time": int(t[np.nanargmax(gd_s)]),
+        "rel_loss_err_mean": float(np.mean(rel_loss[after])) if after.any() else np.nan,
+        "rel_loss_err_plain_mean": float(np.mean(rel_plain[after])) if after.any() else np.nan,
+        "rel_sharpness_err_mean": float(np.mean(rel_s[after])) if after.any() else np.nan,
+        "rel_sharpness_err_before": float(np.mean(rel_s[before])) if before.any() else np.nan,
+        "cf_sharpness_ratio_after": float(np.mean(res["eta"] * res["cf_eigs"][after, 0] / 2))
+        if after.any()
+        else np.nan,
+        "distance_end": float(res["distance"][-1]),
+        "distance_at_enter": float(res["distance"][after][0]) if after.any() else np.nan,
+        "norm_end": float(res["gd_norm"][-1]),
+    }
 
 
 experiments.register(
-    "catapult_net", chapter="catapults_self_stabilization",
-    description="Catapults in a wide ReLU network: loss spike, sharpness drop and final sharpness against eta*lambda_0.",
+    "catapult_net",
+    chapter="catapults_self_stabilization",
+    description=(
+        "Catapults in a wide ReLU network: loss spike, sharpness drop and final sharpness against eta*lambda_0."
+    ),
     configs={
         "ci": CatapultNetConfig(scale="ci"),
-        "full": CatapultNetConfig(scale="full", n_train=4000, widths=(2048,),
-                                  eta_lambda0=tuple(float(c) for c in np.round(np.arange(0.5, 20.01, 0.5), 2)),
-                                  steps=2000, eig_every=10),
+        "full": CatapultNetConfig(
+            scale="full",
+            n_train=4000,
+            widths=(2048,),
+            eta_lambda0=tuple(float(c) for c in np.round(np.arange(0.5, 20.01, 0.5), 2)),
+            steps=2000,
+            eig_every=10,
+        ),
     },
-    run=functools.partial(run_catapult_net, name="catapult_net"), resumable=True)
+    run=functools.partial(run_catapult_net, name="catapult_net"),
+    resumable=True,
+)
 
 experiments.register(
-    "central_flow", chapter="catapults_self_stabilization",
+    "central_flow",
+    chapter="catapults_self_stabilization",
     description="The central flow of GD (Cohen et al., 2025) against time-averaged GD: loss and sharpness.",
     configs={
         "ci": CentralFlowConfig(scale="ci"),
-        "full": CentralFlowConfig(scale="full", n_train=4000, n_test=1000, widths=(200, 200), eta=0.1, steps=3000,
-                                  substeps=4, n_eigs=4, record_every=10, avg_window=20),
+        "full": CentralFlowConfig(
+            scale="full",
+            n_train=4000,
+            n_test=1000,
+            widths=(200, 200),
+            eta=0.1,
+            steps=3000,
+            substeps=4,
+            n_eigs=4,
+            record_every=10,
+            avg_window=20,
+        ),
     },
-    run=run_central_flow)
+    run=run_central_flow,
+)

@@ -15,6 +15,7 @@
 The protocols are ours; the paper's own settings (CIFAR-10, Fashion-MNIST, VGG/ResNet, §6.2) were not
 recovered beyond their names and need data this book does not ship.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,15 +25,15 @@ import torch
 from torch.func import grad, hessian, vmap
 
 from .. import curvature
-from . import registry as experiments
-from ..config import Config, ConfigError, require_positive, require_positive_int
-from .common import NetConfig, run_population
-from .rpe import EpisodeConfig, gfs_sharpness, t_interval
+from ..config import ConfigError, require_positive, require_positive_int
 from ..population import population_configs
 from ..train import build_problem
-
+from . import registry as experiments
+from .common import NetConfig, run_population
+from .rpe import EpisodeConfig, gfs_sharpness, t_interval
 
 # -- the flatness dynamical system on a network --------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class GfsDescentConfig(EpisodeConfig):
@@ -91,12 +92,19 @@ def run_gfs_descent(cfg: GfsDescentConfig, device: str = "cpu", progress=None) -
     mins = X.reshape(V, n, len(idx), -1)
     included = (eta * S0[None, :] < 2.0).numpy()  # eta S(theta_0) >= 2 would start with a catapult: left out (NaN)
     drop = lambda a: np.where(included[:, :, None], a, np.nan)  # noqa: E731
-    out = {"gfs": drop(gfs), "x": drop(np.log(eta.numpy()[:, :, None] * gfs)),
-           "basin_distance": drop((mins - mins[:, :, :1]).norm(dim=-1).numpy()), "included": included,
-           "loss": vmap(net.loss)(P.reshape(-1, net.n_params)).reshape(V, n, len(idx)).numpy(),
-           "gfs_loss": vmap(net.loss)(X).reshape(V, n, len(idx)).numpy(),
-           "eta": eta.numpy(), "eta_s0": (eta * S0[None, :]).numpy(), "step": idx,
-           "eta_gfs_values": np.asarray(cfg.eta_gfs_values, float), "seeds": np.asarray(cfg.seeds)}
+    out = {
+        "gfs": drop(gfs),
+        "x": drop(np.log(eta.numpy()[:, :, None] * gfs)),
+        "basin_distance": drop((mins - mins[:, :, :1]).norm(dim=-1).numpy()),
+        "included": included,
+        "loss": vmap(net.loss)(P.reshape(-1, net.n_params)).reshape(V, n, len(idx)).numpy(),
+        "gfs_loss": vmap(net.loss)(X).reshape(V, n, len(idx)).numpy(),
+        "eta": eta.numpy(),
+        "eta_s0": (eta * S0[None, :]).numpy(),
+        "step": idx,
+        "eta_gfs_values": np.asarray(cfg.eta_gfs_values, float),
+        "seeds": np.asarray(cfg.seeds),
+    }
     return out
 
 
@@ -107,6 +115,7 @@ def seed_quantiles(x: np.ndarray, qs: tuple[float, ...] = (0.5, 0.8)) -> dict[fl
 
 
 # -- de-confounded flatness and generalization ----------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class GoldilocksConfig(NetConfig):
@@ -148,9 +157,18 @@ def run_flatness_goldilocks(cfg: GoldilocksConfig, device: str = "cpu", progress
     All ``len(etas) x len(seeds)`` runs train as one vmapped population (:mod:`instabilities.population`);
     at scale ``full`` it checkpoints and resumes (:func:`instabilities.experiments.common.run_population`)."""
     n, s = len(cfg.etas), len(cfg.seeds)
-    base = cfg.train_config(optimizer="gd", lr=float(cfg.etas[0]), steps=cfg.max_steps, seed=cfg.seeds[0],
-                            eig_every=cfg.trace_every, n_eigs=1, eig_tol=cfg.eig_tol, eig_max_iter=cfg.eig_max_iter,
-                            stop_loss=cfg.stop_loss, device=device)
+    base = cfg.train_config(
+        optimizer="gd",
+        lr=float(cfg.etas[0]),
+        steps=cfg.max_steps,
+        seed=cfg.seeds[0],
+        eig_every=cfg.trace_every,
+        n_eigs=1,
+        eig_tol=cfg.eig_tol,
+        eig_max_iter=cfg.eig_max_iter,
+        stop_loss=cfg.stop_loss,
+        device=device,
+    )
     configs = population_configs(base, etas=cfg.etas, seeds=cfg.seeds)
     pop = run_population(configs, progress=progress, name="flatness_goldilocks", cfg=cfg, keep_theta=True)
     prob = build_problem(base)
@@ -175,18 +193,31 @@ def run_flatness_goldilocks(cfg: GoldilocksConfig, device: str = "cpu", progress
     trace = grid(pop.sharpness)
     etas = np.asarray(cfg.etas, float)
     stopped = grid(pop.stopped_step)
-    return {"etas": etas, "seeds": np.asarray(cfg.seeds), "sharpness_trace": trace,
-            "trace_step": np.arange(trace.shape[-1]) * cfg.trace_every, "eta_s0": etas[:, None] * trace[:, :, 0],
-            "final_sharpness": grid(lam), "hessian_trace": grid(tr), "test_acc": grid(acc),
-            "final_loss": grid(floss), "steps_to_loss": np.where(stopped >= 0, stopped, -1),
-            "reached": stopped >= 0, "diverged": grid(pop.diverged), "n_test": np.asarray(len(prob.data.y_test))}
+    return {
+        "etas": etas,
+        "seeds": np.asarray(cfg.seeds),
+        "sharpness_trace": trace,
+        "trace_step": np.arange(trace.shape[-1]) * cfg.trace_every,
+        "eta_s0": etas[:, None] * trace[:, :, 0],
+        "final_sharpness": grid(lam),
+        "hessian_trace": grid(tr),
+        "test_acc": grid(acc),
+        "final_loss": grid(floss),
+        "steps_to_loss": np.where(stopped >= 0, stopped, -1),
+        "reached": stopped >= 0,
+        "diverged": grid(pop.diverged),
+        "n_test": np.asarray(len(prob.data.y_test)),
+    }
 
 
 def summarize_goldilocks(res: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per step size: mean and 95 % t-interval over seeds of the final sharpness, Hessian trace, test
     accuracy and steps to the common loss; the fraction of runs that reached the loss or diverged."""
-    out: dict[str, np.ndarray] = {"etas": res["etas"], "reached_fraction": res["reached"].mean(1),
-                                  "diverged_fraction": res["diverged"].mean(1)}
+    out: dict[str, np.ndarray] = {
+        "etas": res["etas"],
+        "reached_fraction": res["reached"].mean(1),
+        "diverged_fraction": res["diverged"].mean(1),
+    }
     for key in ("final_sharpness", "hessian_trace", "test_acc", "steps_to_loss", "eta_s0"):
         v = np.where(res["reached"], res[key], np.nan) if key != "eta_s0" else res[key]
         stats = np.array([t_interval(row) for row in v])
@@ -204,21 +235,57 @@ def paired_difference(res: dict[str, np.ndarray], key: str, i: int, j: int) -> t
 # -- registration -------------------------------------------------------------------------------------
 
 _GFS_CI = GfsDescentConfig(scale="ci")
-_GFS_FULL = GfsDescentConfig(scale="full", eta_gfs_values=(1.6, 1.9, 2.2, 2.5, 2.8), steps=400, gfs_every=10,
-                             gfs_iters=2000, gfs_step=0.015, seeds=tuple(range(20)))
-_GOLD_CI = GoldilocksConfig(scale="ci", dataset="digits", n_train=500, n_test=297, widths=(32, 32),
-                            etas=(0.15, 0.3, 0.45, 0.6), seeds=(0, 1, 2, 3, 4), stop_loss=0.05, max_steps=1000,
-                            trace_every=50)
-_GOLD_FULL = GoldilocksConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, widths=(200, 200),
-                              etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2), seeds=tuple(range(10)),
-                              stop_loss=0.02, max_steps=100000, trace_every=500, eig_tol=1e-4, eig_max_iter=300,
-                              trace_samples=100)
+_GFS_FULL = GfsDescentConfig(
+    scale="full",
+    eta_gfs_values=(1.6, 1.9, 2.2, 2.5, 2.8),
+    steps=400,
+    gfs_every=10,
+    gfs_iters=2000,
+    gfs_step=0.015,
+    seeds=tuple(range(20)),
+)
+_GOLD_CI = GoldilocksConfig(
+    scale="ci",
+    dataset="digits",
+    n_train=500,
+    n_test=297,
+    widths=(32, 32),
+    etas=(0.15, 0.3, 0.45, 0.6),
+    seeds=(0, 1, 2, 3, 4),
+    stop_loss=0.05,
+    max_steps=1000,
+    trace_every=50,
+)
+_GOLD_FULL = GoldilocksConfig(
+    scale="full",
+    dataset="mnist1d",
+    n_train=4000,
+    n_test=1000,
+    widths=(200, 200),
+    etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2),
+    seeds=tuple(range(10)),
+    stop_loss=0.02,
+    max_steps=100000,
+    trace_every=500,
+    eig_tol=1e-4,
+    eig_max_iter=300,
+    trace_samples=100,
+)
 
-experiments.register("gfs_descent", chapter="flatness_bias",
-                     description="Deep linear net: log-sharpness of the gradient-flow solution across seeds and "
-                                 "step sizes (the network counterpart of X_t), and the valley GD is in",
-                     configs={"ci": _GFS_CI, "full": _GFS_FULL}, run=run_gfs_descent)
-experiments.register("flatness_goldilocks", chapter="flatness_bias",
-                     description="GD to a common training loss at step sizes with eta S(theta_0) < 2: top eigenvalue, "
-                                 "Hutchinson trace and test accuracy (full test split) over seeds",
-                     configs={"ci": _GOLD_CI, "full": _GOLD_FULL}, run=run_flatness_goldilocks, resumable=True)
+experiments.register(
+    "gfs_descent",
+    chapter="flatness_bias",
+    description="Deep linear net: log-sharpness of the gradient-flow solution across seeds and "
+    "step sizes (the network counterpart of X_t), and the valley GD is in",
+    configs={"ci": _GFS_CI, "full": _GFS_FULL},
+    run=run_gfs_descent,
+)
+experiments.register(
+    "flatness_goldilocks",
+    chapter="flatness_bias",
+    description="GD to a common training loss at step sizes with eta S(theta_0) < 2: top eigenvalue, "
+    "Hutchinson trace and test accuracy (full test split) over seeds",
+    configs={"ci": _GOLD_CI, "full": _GOLD_FULL},
+    run=run_flatness_goldilocks,
+    resumable=True,
+)

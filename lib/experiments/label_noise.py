@@ -11,8 +11,7 @@ import torch
 
 from .. import sequence_models as sm
 from ..config import Config, ConfigError, require_positive, require_positive_int
-from ..dynamics import deep_linear as dl
-from ..dynamics import label_noise as ln
+from ..dynamics import deep_linear as dl, label_noise as ln
 from . import registry as experiments
 
 

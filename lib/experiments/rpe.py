@@ -17,6 +17,7 @@ is small (tens of parameters), so the Hessian is dense and exact at *every* step
 The protocol is ours; the paper's own rotation measurements (its Fig. of rotations in MLPs, §4.2) were
 not recovered.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,9 @@ import numpy as np
 import torch
 from torch.func import grad, hessian, jvp, vmap
 
-from . import registry as experiments
 from ..config import Config, ConfigError, require_positive, require_positive_int
 from ..dynamics import balancedness as bal
+from . import registry as experiments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,8 @@ class EpisodeConfig(Config):
     (unequal: the start is unbalanced, so gradient flow ends on a sharp minimiser); each seed's step size
     is ``eta_gfs / S_GFS(theta_0)``, so that the minimiser gradient flow would reach is unstable by the
     factor ``eta_gfs / 2``, while ``eta S(theta_0) < 2`` is checked (the edge is reached by progressive
-    sharpening, not by a catapult at step 0); ``steps`` of GD; the flow takes ``flow_substeps`` sub-steps per GD step; the sharpness of
+    sharpening, not by a catapult at step 0); ``steps`` of GD; the flow takes ``flow_substeps``
+    sub-steps per GD step; the sharpness of
     the gradient-flow solution (GFS) is measured every ``gfs_every`` steps (flow to convergence with
     step ``gfs_step`` for ``gfs_iters`` steps)."""
 
@@ -84,9 +86,14 @@ def _curvature(net: bal.DeepLinear, Theta: torch.Tensor, with_cubic: bool = True
         s0 = torch.zeros((), dtype=theta.dtype)
         return jvp(f2, (s0,), (torch.ones_like(s0),))[1]
 
-    return {"lam1": vals[:, -1], "lam2": vals[:, -2], "lam_min": vals[:, 0], "u1": u1,
-            "cubic": vmap(cubic)(Theta, u1) if with_cubic else torch.full_like(u1[:, 0], float("nan")),
-            "residual": (H @ u1[..., None])[..., 0].sub(vals[:, -1:] * u1).norm(dim=-1)}
+    return {
+        "lam1": vals[:, -1],
+        "lam2": vals[:, -2],
+        "lam_min": vals[:, 0],
+        "u1": u1,
+        "cubic": vmap(cubic)(Theta, u1) if with_cubic else torch.full_like(u1[:, 0], float("nan")),
+        "residual": (H @ u1[..., None])[..., 0].sub(vals[:, -1:] * u1).norm(dim=-1),
+    }
 
 
 def _line_angle_deg(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -95,16 +102,38 @@ def _line_angle_deg(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(c.numpy(), 0.0, 1.0)))
 
 
-def _run(net: bal.DeepLinear, Theta: torch.Tensor, eta: torch.Tensor, steps: int, sub: int,
-         progress=None, offset: int = 0, total: int = 1) -> dict[str, np.ndarray]:
+def _run(
+    net: bal.DeepLinear,
+    Theta: torch.Tensor,
+    eta: torch.Tensor,
+    steps: int,
+    sub: int,
+    progress=None,
+    offset: int = 0,
+    total: int = 1,
+) -> dict[str, np.ndarray]:
     """GD with step ``eta / sub`` (``eta``: one per member) for ``steps * sub`` steps; curvature every
     ``sub`` steps (the cubic term only when ``sub == 1``)."""
     S, T = Theta.shape[0], steps
     g = vmap(grad(net.loss))
     lossf = vmap(net.loss)
     h = (eta / sub)[:, None]
-    out = {key: np.full((S, T + 1), np.nan) for key in ("loss", "lam1", "lam2", "lam_min", "cubic", "residual",
-                                                        "b_drift", "step_norm", "b_change", "angle", "angle2")}
+    out = {
+        key: np.full((S, T + 1), np.nan)
+        for key in (
+            "loss",
+            "lam1",
+            "lam2",
+            "lam_min",
+            "cubic",
+            "residual",
+            "b_drift",
+            "step_norm",
+            "b_change",
+            "angle",
+            "angle2",
+        )
+    }
     thetas = np.full((S, T + 1, Theta.shape[1]), np.nan)
     B0 = bal.balancedness(net, Theta)
     prev_u1 = prev2_u1 = None
@@ -183,6 +212,7 @@ def run_rpe_episodes(cfg: EpisodeConfig, device: str = "cpu", progress=None) -> 
 
 # -- analysis ------------------------------------------------------------------------------------------
 
+
 def unstable_mask(res: dict[str, np.ndarray]) -> np.ndarray:
     """``(n_seeds, steps)``: GD step ``t -> t+1`` is *unstable* when ``eta lambda_1 > 2`` at ``theta_t`` or at
     ``theta_{t+1}``. (Along a period-two oscillation the sharpness alternates between the two sides of
@@ -237,10 +267,18 @@ def episode_profile(res: dict[str, np.ndarray], i: int) -> dict[str, float]:
     g_idx = res["gfs_step_index"]
     before = int(np.searchsorted(g_idx, a, side="right")) - 1
     after = min(int(np.searchsorted(g_idx, b, side="left")), len(g_idx) - 1)
-    return {"start": a, "end": b, "lam_min_start": float(lm[a]), "lam_min_peak": float(lm[a:b + 1].max()),
-            "lam_min_end": float(lm[min(b, len(lm) - 1)]), "cubic_start": float(cu[a]),
-            "cubic_peak": float(cu[a:b + 1].max()), "gfs_before": float(res["gd_gfs"][i, before]),
-            "gfs_after": float(res["gd_gfs"][i, after]), "two_over_eta": 2.0 / float(res["eta"][i])}
+    return {
+        "start": a,
+        "end": b,
+        "lam_min_start": float(lm[a]),
+        "lam_min_peak": float(lm[a : b + 1].max()),
+        "lam_min_end": float(lm[min(b, len(lm) - 1)]),
+        "cubic_start": float(cu[a]),
+        "cubic_peak": float(cu[a : b + 1].max()),
+        "gfs_before": float(res["gd_gfs"][i, before]),
+        "gfs_after": float(res["gd_gfs"][i, after]),
+        "two_over_eta": 2.0 / float(res["eta"][i]),
+    }
 
 
 def rotation_summary(res: dict[str, np.ndarray], transient: int = 5) -> dict[str, np.ndarray]:
@@ -252,10 +290,26 @@ def rotation_summary(res: dict[str, np.ndarray], transient: int = 5) -> dict[str
     five of them, else ``nan``) and under the flow."""
     mask = unstable_mask(res)
     n = mask.shape[0]
-    out = {k: np.full(n, np.nan) for k in ("onset", "gd_rate", "flow_rate", "gd_rate_disp", "flow_rate_disp",
-                                           "gd_net_rate", "unstable_fraction_steps", "b_change_unstable_fraction",
-                                           "gd_b_total", "flow_b_total", "stable_gd_rate", "stable_flow_rate",
-                                           "b_rate_unstable", "b_rate_stable", "b_rate_flow")}
+    out = {
+        k: np.full(n, np.nan)
+        for k in (
+            "onset",
+            "gd_rate",
+            "flow_rate",
+            "gd_rate_disp",
+            "flow_rate_disp",
+            "gd_net_rate",
+            "unstable_fraction_steps",
+            "b_change_unstable_fraction",
+            "gd_b_total",
+            "flow_b_total",
+            "stable_gd_rate",
+            "stable_flow_rate",
+            "b_rate_unstable",
+            "b_rate_stable",
+            "b_rate_flow",
+        )
+    }
     for i in range(n):
         eta = float(res["eta"][i])
         idx = np.flatnonzero(mask[i])
@@ -289,10 +343,15 @@ def rotation_summary(res: dict[str, np.ndarray], transient: int = 5) -> dict[str
 
 
 _CI = EpisodeConfig(scale="ci")
-_FULL = EpisodeConfig(scale="full", steps=400, flow_substeps=16, gfs_every=4, gfs_iters=2000, gfs_step=0.015,
-                      seeds=tuple(range(20)))
+_FULL = EpisodeConfig(
+    scale="full", steps=400, flow_substeps=16, gfs_every=4, gfs_iters=2000, gfs_step=0.015, seeds=tuple(range(20))
+)
 
-experiments.register("rpe_episodes", chapter="rotational_polarity",
-                     description="Deep linear net: per-step eigenvectors, lambda_min, cubic term and balancedness "
-                                 "through instability episodes, GD vs gradient flow over the same flow time",
-                     configs={"ci": _CI, "full": _FULL}, run=run_rpe_episodes)
+experiments.register(
+    "rpe_episodes",
+    chapter="rotational_polarity",
+    description="Deep linear net: per-step eigenvectors, lambda_min, cubic term and balancedness "
+    "through instability episodes, GD vs gradient flow over the same flow time",
+    configs={"ci": _CI, "full": _FULL},
+    run=run_rpe_episodes,
+)
