@@ -28,8 +28,9 @@ import torch
 
 from .config import ConfigError
 
+#: Names accepted by :func:`load_dataset`.
 DATASETS = ("mnist1d", "digits", "teacher", "cifar10", "fashion_mnist")
-# Datasets read from a local folder under :func:`data_root` (never downloaded): sub-folder and files.
+#: Datasets read from a local folder under :func:`data_root` (never downloaded): sub-folder and files.
 LOCAL_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cifar10": ("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)),
     "fashion_mnist": (

@@ -197,6 +197,7 @@ register(
     **{**_CLIPPED_ADA_Q, "step": _warmed_up(_CLIPPED_ADA_Q["step"])},
 )
 
+#: Names accepted by :func:`build_optimizer`, :func:`init_state` and :func:`update` (one per rule).
 OPTIMIZERS = tuple(RULES)
 
 

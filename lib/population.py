@@ -533,7 +533,7 @@ def train_sweep(
 # measuring the gain
 # --------------------------------------------------------------------------------------------
 def time_loop_vs_population(configs: Sequence[TrainConfig]) -> dict[str, float]:
-    """Wall time of ``configs`` as a Python loop of :func:`train` calls and as one population.
+    """Wall time of ``configs`` as a Python loop of :func:`~instabilities.train.train` calls and as one population.
 
     Both variants share the data set-up. The result reports the largest relative difference of the
     two variants' training losses over the first 10 steps (float rounding) and over each member's

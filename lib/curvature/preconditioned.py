@@ -4,7 +4,7 @@ An optimiser that steps ``theta <- theta - eta * P^{-1} (...)`` with a diagonal 
 is stable on a quadratic with Hessian ``H`` according to the eigenvalues of ``P^{-1} H`` instead of
 ``H``. This module computes the **preconditioned sharpness** ``lambda_1(P^{-1} H)`` as the top
 eigenvalue of the symmetric matrix ``P^{-1/2} H P^{-1/2}`` (same spectrum) with Hessian-vector
-products and :func:`curvature.lanczos`, reads ``P`` from the state of Adam / Clipped-Ada
+products and :func:`~instabilities.curvature.lanczos`, reads ``P`` from the state of Adam / Clipped-Ada
 (``P = diag(sqrt(v_hat) + eps)`` or ``diag(min(sqrt(v_hat), c) + eps)``), and gives the thresholds
 ``2/eta`` (GD), ``(2 + 2 beta)/eta`` (heavy ball) and ``(2 + 2 beta1)/((1 - beta1) eta)`` (Adam with a
 frozen preconditioner; 38/eta for beta1 = 0.9, Cohen et al. 2022).

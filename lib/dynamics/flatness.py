@@ -14,7 +14,7 @@ with the Gauss-Newton sharpness ``s = theta0^2 + theta1^2 = sqrt(d^2 + 4 z^2)`` 
 A minimiser reached with imbalance ``d`` has sharpness ``sqrt(d^2 + 4 y^2)``, so the product
 ``prod_t |1 - eta^2 r_t^2|`` measures how much flatter GD ends than gradient flow. We use this map as our
 reconstruction of a "coupled instability dynamics" in the spirit of Wang & Roberts (2025), whose own
-system was not available to us; :func:`instabilities.toys.self_stabilization_map` is the classical
+system was not available to us; :func:`instabilities.dynamics.toys.self_stabilization_map` is the classical
 counterpart (Damian et al., 2023).
 """
 

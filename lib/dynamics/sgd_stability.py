@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.func import jvp
 
+from .. import optim
 from ..config import ConfigError
 from ..models import FlatModel
 
@@ -253,7 +254,7 @@ def train_reweighted(
         if not keep.any():
             break
         k = torch.as_tensor(np.flatnonzero(keep))
-        Theta[idx[k]] = (Theta[idx[k]] - eta * G[k]).detach()
+        Theta[idx[k]] = optim.update("gd", Theta[idx[k]], G[k], {}, {"lr": eta}).detach()  # the one GD rule
     theta = Theta.detach().numpy().copy()
     theta[diverged] = np.nan
     return {"theta": theta, "train_loss": final_loss, "steps": steps, "diverged": diverged}

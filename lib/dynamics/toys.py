@@ -25,6 +25,7 @@ from ..config import ConfigError, require_positive, require_positive_int
 # Self-stabilization: the 2-D reduction
 # --------------------------------------------------------------------------------------------
 
+#: The four stages of the self-stabilization cycle, in order (Damian et al., 2023).
 STAGE_NAMES = ("progressive sharpening", "blow-up", "self-stabilization", "return to stability")
 
 

@@ -214,7 +214,7 @@ def run_adaptive_generalization(
     """Arrays of shape ``(n_methods, n_seeds)``: test accuracy, final sharpness, steps to ``stop_loss``.
 
     The runs train as one population per optimizer; the final sharpness of every run comes from
-    batched Lanczos (:func:`instabilities.population.batched_top_eigenpairs`, tolerance ``eig_tol``).
+    batched Lanczos (:func:`instabilities.curvature.batched_top_eigenpairs`, tolerance ``eig_tol``).
     A ``full``-scale run checkpoints under ``experiments.checkpoint_path(experiment, cfg, "sweep")``
     and resumes from there.
     """

@@ -87,7 +87,7 @@ def run_eos_sweep(
     cost that ``train`` records as ``History.eig_matvecs``.
 
     ``name`` (the registered experiment) makes a ``full``-scale run checkpoint and resume
-    (:func:`instabilities.exp_common.run_population`)."""
+    (:func:`instabilities.experiments.common.run_population`)."""
     pop = run_population([cfg.gd_config(eta, device) for eta in cfg.etas], progress=progress, name=name, cfg=cfg)
     return {
         "etas": np.asarray(cfg.etas, float),

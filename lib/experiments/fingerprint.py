@@ -19,7 +19,7 @@ over-approximation: editing a function the run never calls but whose name it loa
 An explicit ``revision=`` on :func:`~instabilities.experiments.register` covers what the
 fingerprint cannot see (a changed data file, a library upgrade).
 
-Stable across processes and Python versions (the tree is written by :func:`_dump`, not ``ast.dump``,
+Stable across processes and Python versions (the tree is written by ``_dump``, not ``ast.dump``,
 whose format changes between versions); cached per code object.
 """
 
@@ -34,6 +34,7 @@ import types
 from typing import Any
 
 PACKAGE = __name__.split(".")[0]  # "instabilities"
+#: Infrastructure modules whose code does not enter a fingerprint.
 STOP_MODULES = frozenset(
     f"{PACKAGE}.{m}"
     for m in (

@@ -512,7 +512,7 @@ class ArchConfig(Config):
             raise ConfigError("seeds must list at least two seeds (the chapter shows intervals over seeds).")
 
 
-#: Noise levels of an architecture run: the label noise and the low-noise control.
+#: The two noise levels of an architecture run (the label noise, and the low-noise control).
 ARCH_LEVELS = ("noise", "control")
 
 

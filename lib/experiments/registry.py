@@ -38,8 +38,8 @@ from .fingerprint import code_fingerprint
 Progress = Callable[[int, int], None]
 RunFn = Callable[[Any, str, "Progress | None"], dict[str, np.ndarray]]
 
-# Modules that define experiments (imported lazily so that `import instabilities` stays light).
-# A listed module that does not exist (yet) is skipped; tests/test_experiments.py checks the registry.
+#: Modules that define experiments (imported lazily so that `import instabilities` stays light).
+#: A listed module that does not exist (yet) is skipped; tests/test_experiments.py checks the registry.
 MODULES: list[str] = [
     "classical",
     "eos",

@@ -125,7 +125,7 @@ def run_sgd_batch_sweep(
     """Run the grid; arrays have shape ``(n_eta, n_batch, n_seed)`` (trajectories add a step axis).
 
     One population per batch size; the final-point sharpness of every run comes from one batched
-    Lanczos (:func:`instabilities.population.batched_top_eigenpairs`, tolerance ``eig_tol``) and feeds
+    Lanczos (:func:`instabilities.curvature.batched_top_eigenpairs`, tolerance ``eig_tol``) and feeds
     :func:`final_point_diagnostics`. A ``full``-scale run checkpoints under
     ``experiments.checkpoint_path(experiment, cfg, "sweep")`` and resumes from there.
     """
