@@ -259,3 +259,16 @@ def test_result_without_code_identity_loads_as_stale(dummy):
     )
     st = experiments.stored("dummy_test")
     assert st.label == "STALE (code)" and st.arrays == {} and "STALE" in st.banner()
+
+
+def test_code_identity_is_not_remembered_across_a_patch_and_its_undo(monkeypatch):
+    """A module constant patched (as tests do) and restored must not leave its fingerprint behind."""
+    from instabilities.experiments import common
+
+    exp = experiments.get("eos_sweep")
+    before = exp.code_identity()
+    with monkeypatch.context() as m:
+        m.setattr(common, "CHECKPOINT_EVERY", common.CHECKPOINT_EVERY + 1)
+        patched = exp.code_identity()
+    assert patched != before
+    assert exp.code_identity() == before

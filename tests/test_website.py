@@ -31,10 +31,9 @@ import student_edition  # noqa: E402
 REPO = sc.REPO
 MATHJAX = REPO / "book" / "_static" / "mathjax"
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-# Every figure of a chapter in a numbered, captioned figure with a descriptive alt text: reported
-# (as a warning) until the chapters adopt the convention of CONTRIBUTING.md "Figures and captions";
-# set True (or BOOK_STRICT_FIGURES=1) to make it a failure.
-FIGURES_STRICT = False or os.environ.get("BOOK_STRICT_FIGURES", "") == "1"
+# Every figure of a chapter in a numbered, captioned figure with a descriptive alt text (CONTRIBUTING.md
+# "Figures and captions"): every chapter follows it, so a figure without one fails the checks.
+FIGURES_STRICT = True
 PHONE = (390, 844)  # the phone window of the browser checks (CSS pixels)
 DESKTOP = (1280, 900)
 

@@ -23,7 +23,6 @@ while comments, docstrings and formatting do not).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -63,9 +62,13 @@ class Experiment:
     resumable: bool = False  # True when run() checkpoints internally
     revision: int = 0  # bumped by hand when what run() computes changes in a way the code does not show
 
-    @functools.cached_property
+    @property
     def code_fingerprint(self) -> str:
-        """Hash of the run function's normalized source and of the package code it reaches (cached)."""
+        """Hash of the run function's normalized source and of the package code it reaches.
+
+        Recomputed at every call (a few milliseconds per experiment; sources are cached per object), so
+        that a module attribute patched and restored in between (a test's monkeypatch) is never remembered.
+        """
         return code_fingerprint(self.run)
 
     def code_identity(self) -> dict[str, Any]:
