@@ -85,6 +85,7 @@ def stand_in_results(tmp_path_factory):
                 experiments.config(name, "full"),
                 "cpu",
                 extra={"experiment": name, "scale": "full", "stand_in": "ci-scale arrays, test fixture only"},
+                code=experiments.get(name).code_identity(),
             )
             results.save_result(results.results_dir("full") / f"{name}.npz", arrays, prov)
             stored.append(name)
