@@ -6,25 +6,8 @@ import torch
 from instabilities import curvature
 from instabilities.config import ConfigError
 from instabilities.curvature import block as be
-from instabilities.models import ModelSpec
-from instabilities.train import TrainConfig, build_problem
 
-
-def _quadratic(eigenvalues, seed=0):
-    """Objective 0.5 theta^T A theta with a random orthogonal eigenbasis and the given spectrum."""
-    n = len(eigenvalues)
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
-    A = U @ torch.diag(torch.as_tensor(eigenvalues, dtype=torch.float64)) @ U.T
-    A = 0.5 * (A + A.T)
-    return (lambda th: 0.5 * th @ (A @ th)), A
-
-
-@pytest.fixture(scope="module")
-def small_net():
-    cfg = TrainConfig(dataset="digits", n_train=100, n_test=50, model=ModelSpec(widths=(10, 10)), dtype="float64")
-    prob = build_problem(cfg)
-    return prob.hessian_objective, prob.flat.theta0
+from _problems import quadratic_with_spectrum
 
 
 def test_block_eigs_matches_dense_on_a_small_net(small_net):
@@ -44,7 +27,7 @@ def test_block_eigs_matches_dense_on_a_small_net(small_net):
 def test_clustered_top_eigenvalues_are_resolved():
     # a cluster at the top, as at the edge of stability (4.063, 4.0467, 4.0003, ...), plus a negative tail
     spectrum = [4.063, 4.0467, 4.0003, 3.9496, 3.705] + list(torch.linspace(-0.05, 3.0, 195).tolist())
-    objective, A = _quadratic(spectrum)
+    objective, A = quadratic_with_spectrum(spectrum)
     theta = torch.zeros(200, dtype=torch.float64)
     res = be.block_eigs(curvature.HessianOperator(objective, theta, "forward"), k=3, tol=1e-6, max_iter=300)
     dense = torch.linalg.eigvalsh(A).flip(0)[:3]
@@ -69,7 +52,7 @@ def test_tolerance_is_relative_to_the_eigenvalue_not_the_dimension():
     for n in (60, 1500):
         for scale in (1e-3, 1e3):
             spectrum = scale * torch.cat([torch.tensor([1.0, 0.97]), torch.linspace(-0.1, 0.9, n - 2)])
-            objective, A = _quadratic(spectrum.tolist(), seed=n)
+            objective, A = quadratic_with_spectrum(spectrum.tolist(), seed=n)
             res = be.block_eigs(
                 curvature.HessianOperator(objective, torch.zeros(n, dtype=torch.float64)), k=1, tol=1e-4, max_iter=300
             )
@@ -79,7 +62,7 @@ def test_tolerance_is_relative_to_the_eigenvalue_not_the_dimension():
 
 
 def test_invariant_subspace_is_exact():
-    objective, A = _quadratic([3.0, 2.0, 1.0, 0.5])
+    objective, A = quadratic_with_spectrum([3.0, 2.0, 1.0, 0.5])
     res = be.block_eigs(
         curvature.HessianOperator(objective, torch.zeros(4, dtype=torch.float64)), k=2, block_size=4, tol=1e-12
     )

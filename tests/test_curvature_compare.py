@@ -6,26 +6,8 @@ import torch
 
 from instabilities import curvature
 from instabilities.config import ConfigError
-from instabilities.losses import make_objective
-from instabilities.models import FlatModel, ModelSpec, mlp
-from instabilities.train import TrainConfig, build_problem
 
-
-def tiny_problem(seed: int = 0):
-    """A tanh MLP 5-6-3 (P = 57) on random data, in float64."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(40, 5, generator=gen, dtype=torch.float64)
-    y = torch.randn(40, 3, generator=gen, dtype=torch.float64)
-    torch.manual_seed(seed)
-    fm = FlatModel(mlp(5, [6], 3).double())
-    return make_objective(fm, x, y, "mse"), fm.theta0
-
-
-@pytest.fixture(scope="module")
-def small_net():
-    cfg = TrainConfig(dataset="digits", n_train=100, n_test=50, model=ModelSpec(widths=(10, 10)), dtype="float64")
-    prob = build_problem(cfg)
-    return prob.hessian_objective, prob.flat.theta0
+from _problems import tiny_problem
 
 
 def test_blocked_dense_hessian_matches_torch_func():

@@ -13,22 +13,7 @@ from instabilities.experiments.eos import EosSweepConfig, run_eos_sweep
 from instabilities.models import ModelSpec
 from instabilities.train import TrainConfig, build_problem, train
 
-
-def _quadratic(eigenvalues, seed=0):
-    """Objective 0.5 theta^T A theta with a random orthogonal eigenbasis and the given spectrum."""
-    n = len(eigenvalues)
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
-    A = U @ torch.diag(torch.as_tensor(eigenvalues, dtype=torch.float64)) @ U.T
-    A = 0.5 * (A + A.T)
-    return (lambda th: 0.5 * th @ (A @ th)), A
-
-
-@pytest.fixture(scope="module")
-def small_net():
-    cfg = TrainConfig(dataset="digits", n_train=100, n_test=50, model=ModelSpec(widths=(10, 10)), dtype="float64")
-    prob = build_problem(cfg)
-    return prob.hessian_objective, prob.flat.theta0
+from _problems import quadratic_with_spectrum
 
 
 def test_tracker_warm_starts_and_verifies(small_net):
@@ -45,10 +30,10 @@ def test_tracker_warm_starts_and_verifies(small_net):
 
 
 @pytest.mark.parametrize("block_size", [1, 2, 3])
-def test_amortised_tracker_converges_on_a_fixed_quadratic(block_size):
+def test_amortised_tracker_converges_on_a_fixedquadratic_with_spectrum(block_size):
     # one block iteration per call on a fixed Hessian: the carried block keeps converging to lambda_1
     spectrum = [5.0, 4.8, 4.5, 3.0] + torch.linspace(-0.2, 2.0, 116).tolist()
-    objective, A = _quadratic(spectrum, seed=3)
+    objective, A = quadratic_with_spectrum(spectrum, seed=3)
     theta = torch.zeros(120, dtype=torch.float64)
     tracker = curvature.SharpnessTracker(
         solver="block", k=1, block_size=block_size, amortised=True, max_iter=1, tol=1e-10

@@ -1,22 +1,9 @@
 import numpy as np
 import pytest
-import torch
 
 from instabilities import experiments
 from instabilities.config import ConfigError
 from instabilities.experiments import classical as ec
-from instabilities.losses import make_objective
-from instabilities.models import FlatModel, mlp
-
-
-def tiny_problem(seed: int = 0):
-    """A tanh MLP 5-6-3 (P = 57) on random data, in float64."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(40, 5, generator=gen, dtype=torch.float64)
-    y = torch.randn(40, 3, generator=gen, dtype=torch.float64)
-    torch.manual_seed(seed)
-    fm = FlatModel(mlp(5, [6], 3).double())
-    return make_objective(fm, x, y, "mse"), fm.theta0
 
 
 def test_registered_configs_validate_and_hash():
