@@ -278,6 +278,25 @@ _AEOS_FULL = dict(
     eig_tol=1e-4,
     runs=(("adam", 2e-4, math.inf), ("adam", 5e-4, math.inf), ("clipped_ada", 2e-4, 1e-3)),
 )
+# digits at full scale (sized for two CPU cores): the ci hyperparameters on 1,500 examples, a wider net, longer
+_AEOS_DIGITS = dict(
+    widths=(32, 32),
+    steps=3000,
+    track_every=50,
+    eig_tol=1e-4,
+    runs=(("adam", 0.005, math.inf), ("adam", 0.01, math.inf), ("clipped_ada", 0.005, 0.003)),
+)
+_GEN_DIGITS = dict(
+    widths=(32, 32),
+    batch_size=32,
+    gd_lr=0.5,
+    adam_lr=0.005,
+    clips=(0.003, 0.005, 0.01),
+    seeds=(0, 1, 2, 3, 4),
+    max_steps=10_000,
+    stop_loss=0.05,
+    eig_tol=1e-4,
+)
 _GEN_FULL = dict(
     widths=(256, 256),
     batch_size=64,
@@ -298,7 +317,7 @@ experiments.register(
     description="Full-batch Adam / Clipped-Ada: raw vs preconditioned sharpness against 38/eta.",
     configs={
         "ci": AdaptiveEoSConfig(scale="ci"),
-        "full": AdaptiveEoSConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_AEOS_FULL),
+        "full": AdaptiveEoSConfig(scale="full", dataset="digits", n_train=1500, n_test=297, **_AEOS_DIGITS),
     },
     run=run_adam_aeos,
 )
@@ -320,7 +339,7 @@ experiments.register(
     description="Test accuracy and final sharpness of GD, SGD, Adam and Clipped-Ada at equal training loss.",
     configs={
         "ci": GeneralizationConfig(scale="ci"),
-        "full": GeneralizationConfig(scale="full", dataset="mnist1d", n_train=4000, n_test=1000, **_GEN_FULL),
+        "full": GeneralizationConfig(scale="full", dataset="digits", n_train=1500, n_test=297, **_GEN_DIGITS),
     },
     run=run_adaptive_generalization,
     resumable=True,
@@ -600,18 +619,18 @@ experiments.register(
         "ci": ClippedAdaQConfig(scale="ci"),
         "full": ClippedAdaQConfig(
             scale="full",
-            dataset="mnist1d",
-            n_train=4000,
-            n_test=1000,
-            widths=(256, 256),
-            eta=5e-4,
-            reference_eta=0.05,
-            seeds=tuple(range(10)),
-            max_steps=30_000,
-            gd_max_steps=60_000,
+            dataset="digits",
+            n_train=1500,
+            n_test=297,
+            widths=(32, 32),
+            eta=0.005,
+            reference_eta=0.5,
+            seeds=tuple(range(5)),
+            max_steps=8000,
+            gd_max_steps=0,
             stop_loss=1e-3,
-            track_every=200,
-            trace_every=500,
+            track_every=100,
+            trace_every=200,
             eig_tol=1e-4,
         ),
     },

@@ -250,7 +250,7 @@ experiments.register(
         "full": SolverAccuracyConfig(
             scale="full",
             n_train=4000,
-            widths=(100, 100),
+            widths=(64, 64),
             eta=0.2,
             train_steps=3000,
             track_every=50,

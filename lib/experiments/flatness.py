@@ -258,18 +258,18 @@ _GOLD_CI = GoldilocksConfig(
 )
 _GOLD_FULL = GoldilocksConfig(
     scale="full",
-    dataset="mnist1d",
-    n_train=4000,
-    n_test=1000,
-    widths=(200, 200),
-    etas=(0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2),
+    dataset="digits",
+    n_train=1500,
+    n_test=297,
+    widths=(64, 64),
+    etas=(0.1, 0.2, 0.3, 0.45, 0.6, 0.75),
     seeds=tuple(range(10)),
     stop_loss=0.02,
-    max_steps=100000,
+    max_steps=20000,
     trace_every=500,
     eig_tol=1e-4,
     eig_max_iter=300,
-    trace_samples=100,
+    trace_samples=50,
 )
 
 experiments.register(

@@ -243,7 +243,7 @@ def paired_effects(
     }
 
 
-# mnist1d, widths (256, 256): S(theta_0) is about 8-9.5, so eta <= 0.15 keeps eta S(theta_0) < 2
+# mnist1d / CIFAR-10, widths (256, 256): S(theta_0) is about 8-9.5, so eta <= 0.15 keeps eta S(theta_0) < 2
 _FULL = dict(
     widths=(256, 256),
     etas=(0.02, 0.05, 0.15),
@@ -251,6 +251,16 @@ _FULL = dict(
     max_steps=100_000,
     stop_loss=0.02,
     eig_every=1000,
+    eig_tol=1e-4,
+)
+# digits (sized for two CPU cores), widths (64, 64): S(theta_0) is about 2.4, so eta <= 0.6 keeps eta S(theta_0) < 2
+_FULL_DIGITS = dict(
+    widths=(64, 64),
+    etas=(0.15, 0.3, 0.6),
+    seeds=(0, 1, 2, 3, 4),
+    max_steps=30_000,
+    stop_loss=0.02,
+    eig_every=500,
     eig_tol=1e-4,
 )
 
@@ -261,7 +271,7 @@ experiments.register(
     configs={
         "ci": SGDSweepConfig(scale="ci"),
         "full": SGDSweepConfig(
-            scale="full", dataset="mnist1d", n_train=4000, n_test=1000, batch_sizes=(4000, 256, 64, 16), **_FULL
+            scale="full", dataset="digits", n_train=1500, n_test=297, batch_sizes=(1500, 128, 32, 16), **_FULL_DIGITS
         ),
     },
     run=run_sgd_batch_sweep,
@@ -401,14 +411,14 @@ experiments.register(
         "ci": SDEContrastConfig(scale="ci"),
         "full": SDEContrastConfig(
             scale="full",
-            dataset="mnist1d",
-            n_train=4000,
-            n_test=1000,
-            widths=(256, 256),
-            eta=0.1,
-            batch_sizes=(256, 64, 16),
-            seeds=tuple(range(10)),
-            max_steps=100_000,
+            dataset="digits",
+            n_train=1500,
+            n_test=297,
+            widths=(64, 64),
+            eta=0.4,
+            batch_sizes=(128, 32, 16),
+            seeds=tuple(range(5)),
+            max_steps=30_000,
             stop_loss=0.02,
             eig_tol=1e-4,
         ),
