@@ -513,8 +513,9 @@ def run_eos_momentum(
     kw = {}
     if name is not None and cfg.scale == "full":
         from .common import CHECKPOINT_EVERY
+        from .reproduce import checkpoint_path
 
-        kw = dict(checkpoint_path=experiments.checkpoint_path(name, cfg), checkpoint_every=CHECKPOINT_EVERY)
+        kw = dict(checkpoint_path=checkpoint_path(name, cfg), checkpoint_every=CHECKPOINT_EVERY)
     pop = train_sweep(configs, progress=progress, **kw)
     pop = pop.padded(np.arange(cfg.steps // cfg.eig_every + 1, dtype=np.int64) * cfg.eig_every)
     predicted = np.array([stability_threshold(m, cfg.beta) / eta for m, eta in zip(methods, etas)])
