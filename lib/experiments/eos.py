@@ -738,9 +738,9 @@ experiments.register(
         "full": EosMomentumConfig(
             scale="full",
             n_train=4000,
-            beta=0.9,
-            etas_heavy_ball=(0.2, 0.4),
-            etas_nesterov=(0.08, 0.16),
+            beta=0.5,
+            etas_heavy_ball=(0.1, 0.2),
+            etas_nesterov=(0.1, 0.2),
             steps=2000,
             eig_every=20,
             **_FC_FULL,
