@@ -18,7 +18,7 @@ def test_registered_with_both_scales():
     for name in ("adam_aeos", "adaptive_generalization"):
         exp = experiments.get(name)
         assert set(exp.configs) == {"ci", "full"}
-        assert exp.configs["full"].dataset in ("mnist1d", "cifar10")
+        assert exp.configs["full"].dataset in ("digits", "mnist1d", "cifar10")
 
 
 def test_bad_configs_raise():
@@ -74,8 +74,9 @@ def test_tiny_generalization_run():
 def test_full_and_cifar10_registrations():
     for name in ("adam_aeos", "adaptive_generalization"):
         full, cifar = experiments.config(name, "full"), experiments.config(f"{name}_cifar10", "full")
-        assert full.dataset == "mnist1d" and (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000)
-        assert cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000) == full
+        # full: digits sized for two CPU cores; the CIFAR-10 variant keeps the papers' sizes
+        assert (full.dataset, full.n_train) == ("digits", 1500) and full.widths == (32, 32)
+        assert (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000) and cifar.widths == (256, 256)
         ci = experiments.config(f"{name}_cifar10", "ci")
         assert ci.dataset == "cifar10" and ci.replace(dataset="digits") == experiments.config(name, "ci")
     assert experiments.get("adaptive_generalization").resumable

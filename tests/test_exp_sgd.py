@@ -68,11 +68,11 @@ def test_full_and_cifar10_registrations(tmp_path, monkeypatch):
     assert not experiments.missing_data(experiments.config("sgd_batch_sweep", "full"))
     full = experiments.config("sgd_batch_sweep", "full")
     cifar = experiments.config("sgd_batch_sweep_cifar10", "full")
-    assert full.dataset == "mnist1d" and (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000)
-    assert (
-        cifar.batch_sizes[0] == 5120
-        and cifar.replace(dataset="mnist1d", n_train=4000, n_test=1000, batch_sizes=full.batch_sizes) == full
-    )
+    # full: digits sized for two CPU cores, full batch first; the CIFAR-10 variant keeps the papers' sizes
+    assert (full.dataset, full.n_train) == ("digits", 1500) and full.batch_sizes[0] == full.n_train
+    assert (cifar.dataset, cifar.n_train, cifar.n_test) == ("cifar10", 5120, 2000) and cifar.batch_sizes[0] == 5120
+    assert cifar.widths == (256, 256) and full.widths == (64, 64)
+    assert all(eta * 2.5 < 2 for eta in full.etas), "full step sizes must keep eta S(theta_0) < 2 (S(theta_0) ~ 2.4)"
     ci = experiments.config("sgd_batch_sweep_cifar10", "ci")
     assert ci.dataset == "cifar10" and ci.replace(dataset="digits") == experiments.config("sgd_batch_sweep", "ci")
     assert experiments.get("sgd_batch_sweep").resumable and experiments.get("sgd_batch_sweep_cifar10").resumable
